@@ -1,0 +1,63 @@
+import { test, expect } from "@playwright/test";
+import path from "node:path";
+
+// The page as the server renders it, before any JavaScript runs.
+test("server renders the home page with its tabs", async ({ request }) => {
+  const response = await request.get("/");
+  expect(response.status()).toBe(200);
+  const html = await response.text();
+  expect(html).toContain('<html lang="zh-CN"');
+  expect(html).toContain("<title>流式AI</title>");
+  expect(html).toMatch(/<a href="\/"[^>]*aria-current="page"[^>]*>流式AI<\/a>/);
+  expect(html).toContain('href="/settings"');
+  expect(html).toContain("/pkg/streamai.js");
+  expect(html).not.toMatch(/API_KEY=|sk-[A-Za-z0-9]{8,}/);
+});
+
+test("without JavaScript the page is readable", async ({ browser }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto("/settings");
+  await expect(page.getByRole("heading", { name: "当前服务配置" })).toBeVisible();
+  await expect(page.getByRole("link", { name: "服务配置" })).toHaveAttribute("aria-current", "page");
+  await context.close();
+});
+
+test("after hydration tabs switch in the browser and the URL keeps the tab", async ({ page }) => {
+  await page.goto("/");
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  // A marker on window survives client-side navigation but not a page load.
+  await page.evaluate(() => ((window as any).__sameDocument = true));
+
+  await page.getByRole("link", { name: "服务配置" }).click();
+  await expect(page).toHaveURL(/\/settings$/);
+  await expect(page.getByRole("heading", { name: "可用平台与价格" })).toBeVisible();
+  await expect(page.getByRole("link", { name: "服务配置" })).toHaveAttribute("aria-current", "page");
+  expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
+
+  await page.reload();
+  await expect(page.getByRole("heading", { name: "可用平台与价格" })).toBeVisible();
+  await expect(page.getByRole("link", { name: "服务配置" })).toHaveAttribute("aria-current", "page");
+
+  await page.getByRole("link", { name: "流式AI" }).first().click();
+  await expect(page).toHaveURL(/\/$/);
+});
+
+test("an unknown path answers 404 with a way home", async ({ page }) => {
+  const response = await page.goto("/no-such-page");
+  expect(response?.status()).toBe(404);
+  await expect(page.getByRole("heading", { name: "页面不存在" })).toBeVisible();
+});
+
+for (const width of [375, 1280]) {
+  test(`screenshot at ${width}px`, async ({ page }, testInfo) => {
+    await page.setViewportSize({ width, height: width < 500 ? 800 : 900 });
+    await page.goto("/");
+    await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+    // Nothing may overflow sideways on a phone.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    const file = path.join(testInfo.project.outputDir, "screenshots", `home-${width}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+  });
+}

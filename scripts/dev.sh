@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs the app with live reload on http://127.0.0.1:3000.
+# With no API key in the environment or .env, the built-in offline demo model answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec cargo leptos watch "$@"

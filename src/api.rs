@@ -1,0 +1,53 @@
+//! Leptos server functions and the data they return. Compiled for both targets: the
+//! browser gets a typed client stub, the server runs the body.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// What the server is configured with, safe to show: keys appear only masked.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ServerInfo {
+    /// No key is configured; the built-in offline demo model answers.
+    pub demo: bool,
+    pub default_provider: String,
+    pub providers: Vec<ProviderInfo>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub seed: Option<i64>,
+    pub timeout_secs: u64,
+    pub max_retries: u32,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ProviderInfo {
+    pub id: String,
+    pub label: String,
+    pub base_url: String,
+    pub default_model: String,
+    pub models: Vec<ModelInfo>,
+    /// `key#1 ••••3f9a`: never the key itself.
+    pub keys: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    /// CNY per million tokens, as configured (`"2"`).
+    pub input_price: String,
+    pub output_price: String,
+    pub max_output_tokens: u32,
+}
+
+impl ServerInfo {
+    pub fn provider(&self, id: &str) -> Option<&ProviderInfo> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+}
+
+/// The server's configuration as the settings tab and the chat's parameter panel show it.
+#[server(prefix = "/api", endpoint = "server_info")]
+pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
+    let state = expect_context::<crate::server::AppState>();
+    Ok(state.server_info())
+}

@@ -1,0 +1,80 @@
+//! The page: the HTML shell, the header with its tab bar, and the table of routes.
+//! Each tab is a route, so the URL names the tab and a reload keeps it.
+
+mod settings;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes, A},
+    StaticSegment,
+};
+
+use crate::chat::ChatPage;
+pub use settings::{ServerSummary, SettingsPage};
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="zh-CN">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.ico"/>
+                <meta name="description" content="流式AI：用 OpenAI 兼容接口流式调用国内大模型的参考实现"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The root component: header, tab bar, and the current tab.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Effects run only in the browser: this flips once hydration has happened, which
+    // tests (and CSS) can wait for.
+    let hydrated = RwSignal::new(false);
+    Effect::new(move || hydrated.set(true));
+    view! {
+        <Stylesheet id="leptos" href="/pkg/streamai.css"/>
+        <Title text="流式AI"/>
+        <Router>
+            <header class="top" data-hydrated=move || hydrated.get().to_string()>
+                <h1 class="brand">"流式AI"</h1>
+                <nav class="tabs" aria-label="功能">
+                    <A href="/" exact=true>"流式AI"</A>
+                    <A href="/settings">"服务配置"</A>
+                </nav>
+            </header>
+            <main class="page">
+                <Routes fallback=NotFound>
+                    <Route path=StaticSegment("") view=ChatPage/>
+                    <Route path=StaticSegment("settings") view=SettingsPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// Shown for an unknown path, with a 404 status on the server.
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        let response = expect_context::<leptos_axum::ResponseOptions>();
+        response.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <section class="card">
+            <h2>"页面不存在"</h2>
+            <p><A href="/">"回到 流式AI"</A></p>
+        </section>
+    }
+}

@@ -1,0 +1,504 @@
+//! Configuration of the provider layer: `Leptos.toml` (deployer-editable presets, prices,
+//! defaults) overlaid with the environment (keys, overrides), validated once at start-up
+//! into an [`LlmConfig`] that the rest of the code trusts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::cost::Price;
+use super::retry::RetryPolicy;
+
+/// The id of the built-in offline provider served when no key is configured.
+pub const DEMO_PROVIDER: &str = "demo";
+
+/// Providers whose keys are read from `{ID}_API_KEY…`, in display order.
+pub const KEYED_PROVIDERS: [&str; 7] = [
+    "siliconflow",
+    "deepseek",
+    "qwen",
+    "doubao",
+    "hunyuan",
+    "openai",
+    "custom",
+];
+
+/// `Leptos.toml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    defaults: RawDefaults,
+    limits: RawLimits,
+    providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    provider: String,
+    temperature: f32,
+    max_tokens: u32,
+    seed: Option<i64>,
+    timeout_secs: u64,
+    max_retries: u32,
+    retry_min_ms: u64,
+    retry_max_ms: u64,
+    retry_after_cap_secs: u64,
+    key_park_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: usize,
+    keep_alive_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    label: String,
+    base_url: String,
+    default_model: String,
+    #[serde(default)]
+    open_models: bool,
+    models: Vec<RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    id: String,
+    input: String,
+    output: String,
+    max_output_tokens: u32,
+}
+
+/// A model a provider serves, with its price and output limit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub id: String,
+    pub price: Price,
+    pub max_output_tokens: u32,
+}
+
+/// A usable provider: it has at least one key (or is the demo).
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub id: String,
+    pub label: String,
+    pub base_url: String,
+    pub default_model: String,
+    /// Accept model ids that are not listed (the `custom` provider), at price 0.
+    pub open_models: bool,
+    pub models: Vec<Model>,
+    pub keys: Vec<SecretString>,
+}
+
+impl Provider {
+    /// The model by id; for open providers an unlisted id is accepted at price 0.
+    pub fn model(&self, id: &str) -> Option<Model> {
+        let listed = self.models.iter().find(|m| m.id == id).cloned();
+        listed.or_else(|| {
+            self.open_models.then(|| Model {
+                id: id.to_owned(),
+                price: Price::FREE,
+                max_output_tokens: 65535,
+            })
+        })
+    }
+}
+
+/// Defaults applied to a request that leaves a parameter out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Defaults {
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub seed: Option<i64>,
+}
+
+/// Limits on what a client may send, and stream housekeeping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub keep_alive: Duration,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    /// Usable providers in display order; never empty.
+    pub providers: Vec<Provider>,
+    pub default_provider: String,
+    pub defaults: Defaults,
+    /// To the first token, and the longest silence allowed between chunks.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// How long a key refused with 401/403 (or out of quota) rests.
+    pub key_park: Duration,
+    pub limits: Limits,
+}
+
+/// Why the configuration was refused at start-up. Messages name the setting to fix.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot read settings file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("settings file is invalid: {0}")]
+    Parse(String),
+    #[error("{var} = {value:?} is not valid: {reason}")]
+    Invalid {
+        var: String,
+        value: String,
+        reason: String,
+    },
+    #[error("LLM_PROVIDER={0:?} is not a known provider (known: {known})", known = KEYED_PROVIDERS.join(", "))]
+    UnknownProvider(String),
+    #[error("LLM_PROVIDER={0} but no {key}_API_KEY is set", key = .0.to_uppercase())]
+    ProviderWithoutKey(String),
+    #[error("model {model:?} is not offered by provider {provider} (offered: {offered})")]
+    UnknownModel {
+        provider: String,
+        model: String,
+        offered: String,
+    },
+}
+
+impl LlmConfig {
+    /// Reads `Leptos.toml` (or `$STREAMAI_SETTINGS`) and the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var("STREAMAI_SETTINGS").unwrap_or_else(|_| "Leptos.toml".into());
+        let text = std::fs::read_to_string(&path).map_err(|err| ConfigError::Read {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::from_parts(&text, &env)
+    }
+
+    /// Builds the configuration from the settings text and an environment map.
+    pub fn from_parts(settings: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let raw: RawSettings =
+            toml::from_str(settings).map_err(|err| ConfigError::Parse(err.to_string()))?;
+        let lookup = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let mut providers = Vec::new();
+        for id in KEYED_PROVIDERS {
+            let keys = keys_from_env(id, &lookup);
+            if keys.is_empty() {
+                continue;
+            }
+            let raw_provider = raw
+                .providers
+                .get(id)
+                .ok_or_else(|| ConfigError::Parse(format!("[providers.{id}] is missing")))?;
+            providers.push(build_provider(id, raw_provider, keys, &lookup)?);
+        }
+
+        let explicit = lookup("LLM_PROVIDER").map(str::to_lowercase);
+        let default_provider = match &explicit {
+            Some(id) if id != DEMO_PROVIDER && !KEYED_PROVIDERS.contains(&id.as_str()) => {
+                return Err(ConfigError::UnknownProvider(id.clone()));
+            }
+            Some(id) if id != DEMO_PROVIDER && !providers.iter().any(|p| &p.id == id) => {
+                return Err(ConfigError::ProviderWithoutKey(id.clone()));
+            }
+            Some(id) => id.clone(),
+            None if providers.iter().any(|p| p.id == raw.defaults.provider) => {
+                raw.defaults.provider.clone()
+            }
+            None => providers
+                .first()
+                .map(|p| p.id.clone())
+                .unwrap_or_else(|| DEMO_PROVIDER.to_owned()),
+        };
+        if default_provider == DEMO_PROVIDER {
+            let raw_demo = raw.providers.get(DEMO_PROVIDER).ok_or_else(|| {
+                ConfigError::Parse(format!("[providers.{DEMO_PROVIDER}] is missing"))
+            })?;
+            let demo_key = vec![SecretString::from("demo-key-not-secret")];
+            providers.insert(
+                0,
+                build_provider(DEMO_PROVIDER, raw_demo, demo_key, &lookup)?,
+            );
+        }
+
+        if let Some(model) = lookup("LLM_MODEL") {
+            let provider = providers.iter_mut().find(|p| p.id == default_provider);
+            let provider = provider.expect("default provider is in the list");
+            if provider.model(model).is_none() {
+                return Err(ConfigError::UnknownModel {
+                    provider: provider.id.clone(),
+                    model: model.to_owned(),
+                    offered: model_ids(provider),
+                });
+            }
+            provider.default_model = model.to_owned();
+        }
+
+        let d = &raw.defaults;
+        let timeout_secs = env_number(&lookup, "LLM_TIMEOUT_SECS", d.timeout_secs)?;
+        let retry = RetryPolicy {
+            max_retries: env_number(&lookup, "LLM_MAX_RETRIES", d.max_retries)?,
+            min_delay: Duration::from_millis(env_number(
+                &lookup,
+                "LLM_RETRY_MIN_MS",
+                d.retry_min_ms,
+            )?),
+            max_delay: Duration::from_millis(env_number(
+                &lookup,
+                "LLM_RETRY_MAX_MS",
+                d.retry_max_ms,
+            )?),
+            retry_after_cap: Duration::from_secs(d.retry_after_cap_secs),
+        };
+        if retry.min_delay > retry.max_delay {
+            return Err(ConfigError::Invalid {
+                var: "LLM_RETRY_MIN_MS".into(),
+                value: retry.min_delay.as_millis().to_string(),
+                reason: "must not exceed LLM_RETRY_MAX_MS".into(),
+            });
+        }
+        if timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                var: "LLM_TIMEOUT_SECS".into(),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(LlmConfig {
+            providers,
+            default_provider,
+            defaults: Defaults {
+                temperature: d.temperature,
+                max_tokens: d.max_tokens,
+                seed: d.seed,
+            },
+            timeout: Duration::from_secs(timeout_secs),
+            retry,
+            key_park: Duration::from_secs(d.key_park_secs),
+            limits: Limits {
+                max_body_bytes: env_number(
+                    &lookup,
+                    "LLM_MAX_BODY_BYTES",
+                    raw.limits.max_body_bytes,
+                )?,
+                keep_alive: Duration::from_secs(raw.limits.keep_alive_secs.max(1)),
+            },
+        })
+    }
+
+    /// The provider by id.
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    /// True when the app serves the built-in offline demo model.
+    pub fn is_demo(&self) -> bool {
+        self.default_provider == DEMO_PROVIDER
+    }
+}
+
+fn build_provider<'a>(
+    id: &str,
+    raw: &RawProvider,
+    keys: Vec<SecretString>,
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Provider, ConfigError> {
+    let models = raw
+        .models
+        .iter()
+        .map(|m| {
+            let price = |which: &str, text: &str| {
+                Price::parse_per_million(text).ok_or_else(|| {
+                    ConfigError::Parse(format!(
+                        "providers.{id} model {}: {which} price {text:?} is not a decimal number",
+                        m.id
+                    ))
+                })
+            };
+            Ok(Model {
+                id: m.id.clone(),
+                price: Price::new(price("input", &m.input)?, price("output", &m.output)?),
+                max_output_tokens: m.max_output_tokens,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let url_var = format!("{}_BASE_URL", id.to_uppercase());
+    let base_url = lookup(&url_var).unwrap_or(&raw.base_url);
+    if id != DEMO_PROVIDER && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+    {
+        return Err(ConfigError::Invalid {
+            var: url_var,
+            value: base_url.to_owned(),
+            reason: "must start with http:// or https://".into(),
+        });
+    }
+    let provider = Provider {
+        id: id.to_owned(),
+        label: raw.label.clone(),
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        default_model: raw.default_model.clone(),
+        open_models: raw.open_models,
+        models,
+        keys,
+    };
+    if provider.model(&provider.default_model).is_none() {
+        return Err(ConfigError::UnknownModel {
+            provider: id.to_owned(),
+            model: provider.default_model.clone(),
+            offered: model_ids(&provider),
+        });
+    }
+    Ok(provider)
+}
+
+/// `{ID}_API_KEY`, then `{ID}_API_KEY_1`, `_2`, … until the first gap; duplicates dropped.
+fn keys_from_env<'a>(id: &str, lookup: &impl Fn(&str) -> Option<&'a str>) -> Vec<SecretString> {
+    let prefix = format!("{}_API_KEY", id.to_uppercase());
+    let mut seen: Vec<&str> = Vec::new();
+    let numbered = (1..).map_while(|n| lookup(&format!("{prefix}_{n}")));
+    for key in lookup(&prefix).into_iter().chain(numbered) {
+        if !seen.contains(&key) {
+            seen.push(key);
+        }
+    }
+    seen.into_iter().map(SecretString::from).collect()
+}
+
+fn env_number<'a, T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+    var: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match lookup(var) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
+            var: var.to_owned(),
+            value: text.to_owned(),
+            reason: "not a whole number".into(),
+        }),
+    }
+}
+
+fn model_ids(provider: &Provider) -> String {
+    let ids: Vec<&str> = provider.models.iter().map(|m| m.id.as_str()).collect();
+    ids.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const SETTINGS: &str = include_str!("../../Leptos.toml");
+
+    fn config(vars: &[(&str, &str)]) -> Result<LlmConfig, ConfigError> {
+        let env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LlmConfig::from_parts(SETTINGS, &env)
+    }
+
+    #[test]
+    fn no_key_means_demo() {
+        let config = config(&[]).unwrap();
+        assert!(config.is_demo());
+        assert_eq!(config.providers.len(), 1);
+        assert_eq!(config.defaults.temperature, 0.8);
+        assert_eq!(config.defaults.max_tokens, 65535);
+        assert_eq!(config.defaults.seed, None);
+        assert_eq!(config.timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn siliconflow_is_the_default_when_keyed() {
+        let config = config(&[
+            ("SILICONFLOW_API_KEY", "sk-a"),
+            ("DEEPSEEK_API_KEY", "sk-b"),
+        ])
+        .unwrap();
+        assert_eq!(config.default_provider, "siliconflow");
+        let provider = config.provider("siliconflow").unwrap();
+        assert_eq!(provider.base_url, "https://api.siliconflow.cn/v1");
+        assert_eq!(provider.default_model, "deepseek-ai/DeepSeek-V3.2-Exp");
+        let price = provider
+            .model("deepseek-ai/DeepSeek-V3.2-Exp")
+            .unwrap()
+            .price;
+        assert_eq!(price, Price::new(2_000_000, 3_000_000));
+    }
+
+    #[test]
+    fn numbered_keys_are_collected_in_order() {
+        let config = config(&[
+            ("DEEPSEEK_API_KEY", "k0"),
+            ("DEEPSEEK_API_KEY_1", "k1"),
+            ("DEEPSEEK_API_KEY_2", "k2"),
+            ("DEEPSEEK_API_KEY_4", "k4-after-a-gap"),
+        ])
+        .unwrap();
+        let keys: Vec<&str> = config.providers[0]
+            .keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
+        assert_eq!(keys, ["k0", "k1", "k2"]);
+        assert_eq!(config.default_provider, "deepseek");
+    }
+
+    #[test]
+    fn overrides_and_their_errors() {
+        let config = config(&[
+            ("CUSTOM_API_KEY", "x"),
+            ("CUSTOM_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("LLM_PROVIDER", "custom"),
+            ("LLM_MODEL", "llama3"),
+            ("LLM_TIMEOUT_SECS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.provider("custom").unwrap().base_url,
+            "http://127.0.0.1:9/v1"
+        );
+        assert_eq!(config.provider("custom").unwrap().default_model, "llama3");
+        assert_eq!(config.timeout, Duration::from_secs(5));
+
+        let err = |vars: &[(&str, &str)]| config_err(vars);
+        assert_eq!(
+            err(&[("LLM_PROVIDER", "moonshot")]),
+            ConfigError::UnknownProvider("moonshot".into())
+        );
+        assert_eq!(
+            err(&[("LLM_PROVIDER", "qwen")]),
+            ConfigError::ProviderWithoutKey("qwen".into())
+        );
+        assert!(matches!(
+            err(&[("QWEN_API_KEY", "k"), ("LLM_MODEL", "gpt-5")]),
+            ConfigError::UnknownModel { .. }
+        ));
+        assert!(matches!(
+            err(&[("LLM_MAX_RETRIES", "three")]),
+            ConfigError::Invalid { .. }
+        ));
+        assert!(matches!(
+            err(&[("QWEN_API_KEY", "k"), ("QWEN_BASE_URL", "ftp://x")]),
+            ConfigError::Invalid { .. }
+        ));
+    }
+
+    fn config_err(vars: &[(&str, &str)]) -> ConfigError {
+        config(vars).unwrap_err()
+    }
+
+    #[test]
+    fn error_messages_never_carry_keys() {
+        let err = config_err(&[("QWEN_API_KEY", "sk-secret-1"), ("LLM_MODEL", "nope")]);
+        assert!(!err.to_string().contains("sk-secret-1"));
+        let debug = format!("{:?}", config(&[("QWEN_API_KEY", "sk-secret-1")]).unwrap());
+        assert!(!debug.contains("sk-secret-1"), "{debug}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The contract between the browser and `POST /api/chat/stream`: the request body and the
+//! frames of the response. Serde only, no cfg: both targets compile this one definition,
+//! so the two sides cannot disagree about the wire format.
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a message.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One turn of the conversation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// The body of `POST /api/chat/stream` (and of the one-shot `chat` server function).
+/// Every parameter is optional; the server fills in its configured defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+}
+
+/// Where token counts came from: the provider's own `usage`, or our tiktoken estimate.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageSource {
+    Provider,
+    Tiktoken,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+    pub source: UsageSource,
+}
+
+/// A cost in yuan, as exact decimal strings (e.g. `"0.000123"`), never floats.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Cost {
+    pub currency: String,
+    pub input: String,
+    pub output: String,
+    pub total: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Time from the request reaching the server to the first text; `None` if none came.
+    pub first_token_ms: Option<u64>,
+    pub total_ms: u64,
+}
+
+/// Why a stream ended in an `error` frame. The browser shows `message`; `code` is for code.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The provider kept answering 429 (or asked us to wait longer than we may).
+    RateLimited,
+    /// Every configured key was rejected (401/403) or out of quota.
+    AuthFailed,
+    /// The provider answered with an error status or an error object.
+    Upstream,
+    /// No first token within the timeout, or silence between chunks too long.
+    Timeout,
+    /// The connection to the provider broke after streaming began.
+    Disconnected,
+    /// The provider sent something that is not a valid stream.
+    Protocol,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// One Server-Sent Event of the response, sent as `data: <json>\n\n`.
+/// Order: `start`, any `retry`, then `chunk`/`reasoning`, then exactly one `done` or `error`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame {
+    Start {
+        id: String,
+        provider: String,
+        model: String,
+        prompt_tokens: u32,
+    },
+    /// Waiting before attempt `attempt` (1-based) of at most `max_retries` retries.
+    Retry {
+        attempt: u32,
+        max_retries: u32,
+        wait_ms: u64,
+        reason: String,
+    },
+    /// Answer text. `seq` counts chunks and reasoning together: 0, 1, 2, …
+    Chunk { seq: u64, content: String },
+    /// Reasoning ("thinking") text, shown folded above the answer.
+    Reasoning { seq: u64, content: String },
+    Done {
+        finish_reason: String,
+        usage: Usage,
+        cost: Cost,
+        timing: Timing,
+    },
+    /// The stream failed; text already sent stays valid.
+    Error {
+        code: ErrorCode,
+        message: String,
+        retryable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<Cost>,
+    },
+}
+
+impl Frame {
+    /// `done` and `error` end the stream.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Frame::Done { .. } | Frame::Error { .. })
+    }
+}
+
+/// The 4xx body for a request refused before streaming: `{"error": {...}}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RejectBody {
+    pub error: Rejection,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Rejection {
+    /// Machine-readable reason, e.g. `invalid_temperature`.
+    pub code: String,
+    /// The field at fault, when there is one (`temperature`, `messages[2].role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Plain words naming the problem.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(frame: Frame, json: &str) {
+        assert_eq!(serde_json::to_string(&frame).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Frame>(json).unwrap(), frame);
+    }
+
+    #[test]
+    fn frames_are_tagged_by_type() {
+        check(
+            Frame::Chunk {
+                seq: 3,
+                content: "你好".into(),
+            },
+            r#"{"type":"chunk","seq":3,"content":"你好"}"#,
+        );
+        check(
+            Frame::Error {
+                code: ErrorCode::RateLimited,
+                message: "m".into(),
+                retryable: true,
+                usage: None,
+                cost: None,
+            },
+            r#"{"type":"error","code":"rate_limited","message":"m","retryable":true}"#,
+        );
+    }
+
+    #[test]
+    fn request_parameters_are_optional() {
+        let req: ChatRequest =
+            serde_json::from_str(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(req.messages[0].role, Role::User);
+        assert_eq!(req.temperature, None);
+        assert!(serde_json::from_str::<ChatRequest>(
+            r#"{"messages":[{"role":"robot","content":"hi"}]}"#
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! The server (feature `ssr`): start-up, shared state, routes, tracing and shutdown.
+//! `main` → [`main`] → [`run`]: settings → telemetry → state → router → serve.
+//!
+//! Architecture invariant: this is the only layer that knows HTTP towards the browser,
+//! the app state and the secrets' owner (`llm`).
+
+pub mod routes;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;
+
+use std::process::ExitCode;
+
+pub use state::AppState;
+
+use crate::llm::{config::ConfigError, LlmConfig};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("Leptos settings: {0}")]
+    Leptos(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server stopped: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Process entry: loads `.env`, starts tracing, runs the server, maps failure to an exit code.
+pub async fn main() -> ExitCode {
+    let dotenv = dotenvy::dotenv();
+    telemetry::init();
+    if let Err(err) = dotenv {
+        if !err.not_found() {
+            tracing::warn!("ignoring .env: {err}");
+        }
+    }
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("流式AI could not start: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds the state from the settings and serves until Ctrl-C or SIGTERM.
+pub async fn run() -> Result<(), StartError> {
+    let conf =
+        leptos::config::get_configuration(None).map_err(|e| StartError::Leptos(e.to_string()))?;
+    let leptos_options = conf.leptos_options;
+    let addr = leptos_options.site_addr;
+    let llm = LlmConfig::load()?;
+    let state = AppState::new(leptos_options, llm);
+    let app = routes::router(state);
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!("流式AI listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown::signal())
+        .await
+        .map_err(StartError::Serve)
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real router and server, in-process, with no network but loopback.
+
+mod support;
+
+mod router;

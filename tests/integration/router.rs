@@ -1,0 +1,69 @@
+//! The router driven through `oneshot`, with no socket: pages, server functions, 404s.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use streamai::server::routes::router;
+
+use crate::support::state;
+
+async fn send(app: axum::Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn home_page_is_server_rendered() {
+    let (status, html) = send(router(state(&[])), get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<title>流式AI</title>"), "{html}");
+    assert!(html.contains(r#"href="/settings""#));
+    assert!(
+        html.contains("/pkg/streamai.js"),
+        "hydration script is linked"
+    );
+}
+
+#[tokio::test]
+async fn settings_page_shows_configuration_with_masked_keys() {
+    let key = "sk-integration-secret-0123456789";
+    let app = router(state(&[("DEEPSEEK_API_KEY", key)]));
+    let (status, html) = send(app, get("/settings")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("deepseek-chat"), "{html}");
+    assert!(html.contains("key#1 ••••6789"));
+    assert!(!html.contains(key), "the key itself never reaches the page");
+}
+
+#[tokio::test]
+async fn server_info_function_answers_json_without_keys() {
+    let key = "sk-integration-secret-abcdefghij";
+    let app = router(state(&[("QWEN_API_KEY", key)]));
+    let request = Request::post("/api/server_info")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = send(app, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let info: streamai::api::ServerInfo = serde_json::from_str(&body).unwrap();
+    assert_eq!(info.default_provider, "qwen");
+    assert_eq!(info.temperature, 0.8);
+    assert_eq!(info.max_tokens, 65535);
+    assert!(!info.demo);
+    assert!(!body.contains(key));
+}
+
+#[tokio::test]
+async fn unknown_path_is_404() {
+    let (status, html) = send(router(state(&[])), get("/no-such-page")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("页面不存在"));
+}
