@@ -4,6 +4,8 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::{ChatRequest, Cost, Usage};
+
 /// What the server is configured with, safe to show: keys appear only masked.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ServerInfo {
@@ -50,4 +52,65 @@ impl ServerInfo {
 pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
     let state = expect_context::<crate::server::AppState>();
     Ok(state.server_info())
+}
+
+/// A whole answer, for features that want one reply rather than a stream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub content: String,
+    pub finish_reason: String,
+    pub usage: Usage,
+    pub cost: Cost,
+}
+
+/// One answer, not streamed: the same validation, retries, key rotation and costing as
+/// `POST /api/chat/stream` (it runs the same stream and collects it). Bad input answers
+/// 400, provider failures 502, both with the reason.
+#[server(prefix = "/api", endpoint = "chat", input = server_fn::codec::Json)]
+pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
+    use crate::protocol::Frame;
+    use futures::StreamExt;
+    use leptos_axum::ResponseOptions;
+
+    let state = expect_context::<crate::server::AppState>();
+    let response = expect_context::<ResponseOptions>();
+    let job = match state.llm.resolve(request) {
+        Ok(job) => job,
+        Err(rejection) => {
+            response.set_status(axum::http::StatusCode::BAD_REQUEST);
+            return Err(ServerFnError::Args(format!(
+                "{}: {}",
+                rejection.code, rejection.message
+            )));
+        }
+    };
+    let mut frames = state.llm.stream(job, state.shutdown_signal());
+    let mut content = String::new();
+    while let Some(frame) = frames.next().await {
+        match frame {
+            Frame::Chunk { content: text, .. } => content.push_str(&text),
+            Frame::Done {
+                finish_reason,
+                usage,
+                cost,
+                ..
+            } => {
+                return Ok(Completion {
+                    content,
+                    finish_reason,
+                    usage,
+                    cost,
+                });
+            }
+            Frame::Error { message, .. } => {
+                response.set_status(axum::http::StatusCode::BAD_GATEWAY);
+                return Err(ServerFnError::ServerError(message));
+            }
+            Frame::Start { .. } | Frame::Retry { .. } | Frame::Reasoning { .. } => {}
+        }
+    }
+    response.set_status(axum::http::StatusCode::BAD_GATEWAY);
+    Err(ServerFnError::ServerError(
+        "the answer ended without a result".into(),
+    ))
 }

@@ -12,6 +12,8 @@ pub mod app;
 pub mod chat;
 
 #[cfg(feature = "ssr")]
+pub mod fake_upstream;
+#[cfg(feature = "ssr")]
 pub mod llm;
 #[cfg(feature = "ssr")]
 pub mod server;

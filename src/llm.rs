@@ -1,13 +1,29 @@
 //! The provider layer (server only): configuration, keys, retry policy, token counting,
 //! cost, and the streaming client for OpenAI-compatible APIs.
 //!
+//! Data path: [`request`] validates a [`ChatRequest`](crate::protocol::ChatRequest) into a
+//! [`ChatJob`]; [`LlmClient::stream`] spawns [`relay`], which opens the provider stream
+//! through [`client`] (keys from [`keys`], waits from [`retry`]), reads it with [`upstream`]
+//! and [`wire`], and emits [`Frame`](crate::protocol::Frame)s with usage ([`tokens`]) and
+//! cost ([`cost`]).
+//!
 //! Architecture invariant: nothing here imports axum or leptos. The layer takes a
 //! validated request and yields protocol frames; `server` owns HTTP towards the browser.
+//! Keys never leave [`keys`] except into the `Authorization` header.
 
+pub mod client;
 pub mod config;
 pub mod cost;
+pub mod error;
 pub mod keys;
+mod relay;
+pub mod request;
 pub mod retry;
 pub mod tokens;
+pub mod upstream;
+pub mod wire;
 
+pub use client::{FrameStream, LlmClient, Shutdown};
 pub use config::LlmConfig;
+pub use error::LlmError;
+pub use request::ChatJob;

@@ -4,6 +4,7 @@
 //! Architecture invariant: this is the only layer that knows HTTP towards the browser,
 //! the app state and the secrets' owner (`llm`).
 
+pub mod chat_sse;
 pub mod routes;
 pub mod shutdown;
 pub mod state;
@@ -13,7 +14,9 @@ use std::process::ExitCode;
 
 pub use state::AppState;
 
-use crate::llm::{config::ConfigError, LlmConfig};
+use crate::fake_upstream::FakeUpstream;
+use crate::llm::config::{ConfigError, DEMO_PROVIDER};
+use crate::llm::LlmConfig;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,10 @@ pub enum StartError {
     },
     #[error("server stopped: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the offline demo model: {0}")]
+    Demo(std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// Process entry: loads `.env`, starts tracing, runs the server, maps failure to an exit code.
@@ -55,16 +62,35 @@ pub async fn run() -> Result<(), StartError> {
         leptos::config::get_configuration(None).map_err(|e| StartError::Leptos(e.to_string()))?;
     let leptos_options = conf.leptos_options;
     let addr = leptos_options.site_addr;
-    let llm = LlmConfig::load()?;
-    let state = AppState::new(leptos_options, llm);
-    let app = routes::router(state);
+    let mut llm = LlmConfig::load()?;
+    let _demo = start_demo_if_needed(&mut llm)
+        .await
+        .map_err(StartError::Demo)?;
+    crate::llm::tokens::warm_up();
+    let state = AppState::new(leptos_options, llm)?;
+    let app = routes::router(state.clone());
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!("流式AI listening on http://{addr}");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown::signal())
+        .with_graceful_shutdown(async move {
+            shutdown::signal().await;
+            state.begin_shutdown();
+        })
         .await
         .map_err(StartError::Serve)
+}
+
+/// With no key configured, serves the offline demo model: the fake upstream, in-process
+/// on a free loopback port, answering through the same HTTP path as a real provider.
+pub async fn start_demo_if_needed(llm: &mut LlmConfig) -> std::io::Result<Option<FakeUpstream>> {
+    let Some(demo) = llm.providers.iter_mut().find(|p| p.id == DEMO_PROVIDER) else {
+        return Ok(None);
+    };
+    let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), "demo").await?;
+    demo.base_url = fake.base_url();
+    tracing::warn!("no API key configured: serving the offline demo model (see .env.example)");
+    Ok(Some(fake))
 }

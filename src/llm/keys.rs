@@ -11,8 +11,19 @@ use tokio::time::Instant;
 /// Why no key can be used right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoKey {
-    /// Every key is cooling down; the first is free again at this instant.
+    /// Some key is only cooling down after a 429; the first is free again at this instant.
     CoolingUntil(Instant),
+    /// Every key was refused or is out of quota.
+    AllParked,
+}
+
+/// Why a key rests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rest {
+    /// Rate limited: it will be usable again soon.
+    Cooling,
+    /// Refused (401/403) or out of quota: left alone for a long while.
+    Parked,
 }
 
 #[derive(Debug)]
@@ -24,8 +35,8 @@ pub struct KeyRing {
 #[derive(Debug)]
 struct RingState {
     next: usize,
-    /// Per key: not to be used before this instant.
-    resting_until: Vec<Option<Instant>>,
+    /// Per key: not to be used before this instant, and why.
+    resting_until: Vec<Option<(Instant, Rest)>>,
 }
 
 /// Masked forms for the settings page: `key#1 ••••3f9a` (last four of long keys only).
@@ -73,14 +84,21 @@ impl KeyRing {
         let count = self.keys.len();
         for offset in 0..count {
             let index = (state.next + offset) % count;
-            if state.resting_until[index].is_none_or(|until| until <= now) {
+            if state.resting_until[index].is_none_or(|(until, _)| until <= now) {
                 state.resting_until[index] = None;
                 state.next = (index + 1) % count;
                 return Ok(index);
             }
         }
-        let soonest = state.resting_until.iter().flatten().min().copied();
-        Err(NoKey::CoolingUntil(soonest.unwrap_or(now)))
+        let cooling = state
+            .resting_until
+            .iter()
+            .flatten()
+            .filter(|(_, why)| *why == Rest::Cooling);
+        match cooling.map(|(until, _)| *until).min() {
+            Some(soonest) => Err(NoKey::CoolingUntil(soonest)),
+            None => Err(NoKey::AllParked),
+        }
     }
 
     /// True when some key could be used at `now` (nothing is taken).
@@ -89,14 +107,18 @@ impl KeyRing {
         state
             .resting_until
             .iter()
-            .any(|until| until.is_none_or(|t| t <= now))
+            .any(|rest| rest.is_none_or(|(t, _)| t <= now))
     }
 
-    /// Rest key `index` until `until` (a 429's Retry-After, or a refusal's parking time).
-    pub fn rest(&self, index: usize, until: Instant) {
+    /// Rests key `index` until `until` (a 429's Retry-After, or a refusal's parking time).
+    /// A shorter rest never shortens a longer one.
+    pub fn rest(&self, index: usize, until: Instant, why: Rest) {
         let mut state = self.lock();
         let slot = &mut state.resting_until[index];
-        *slot = Some(slot.map_or(until, |current| current.max(until)));
+        *slot = match *slot {
+            Some((current, current_why)) if current >= until => Some((current, current_why)),
+            _ => Some((until, why)),
+        };
     }
 
     /// The secret itself, for the `Authorization` header only.
@@ -151,7 +173,7 @@ mod tests {
     fn resting_keys_are_skipped_until_they_wake() {
         let ring = ring(3);
         let now = Instant::now();
-        ring.rest(1, now + Duration::from_secs(5));
+        ring.rest(1, now + Duration::from_secs(5), Rest::Cooling);
         let order: Vec<usize> = (0..4).map(|_| ring.acquire(now).unwrap()).collect();
         assert_eq!(order, [0, 2, 0, 2]);
         let later = now + Duration::from_secs(5);
@@ -163,16 +185,30 @@ mod tests {
     fn all_resting_reports_the_soonest() {
         let ring = ring(2);
         let now = Instant::now();
-        ring.rest(0, now + Duration::from_secs(9));
-        ring.rest(1, now + Duration::from_secs(4));
+        ring.rest(0, now + Duration::from_secs(9), Rest::Cooling);
+        ring.rest(1, now + Duration::from_secs(4), Rest::Cooling);
         assert!(!ring.has_ready(now));
         assert_eq!(
             ring.acquire(now),
             Err(NoKey::CoolingUntil(now + Duration::from_secs(4)))
         );
         // A shorter rest never shortens a longer one.
-        ring.rest(0, now + Duration::from_secs(1));
+        ring.rest(0, now + Duration::from_secs(1), Rest::Cooling);
         assert_eq!(ring.acquire(now + Duration::from_secs(4)), Ok(1));
+    }
+
+    #[test]
+    fn parked_keys_are_not_waited_for() {
+        let ring = ring(2);
+        let now = Instant::now();
+        ring.rest(0, now + Duration::from_secs(300), Rest::Parked);
+        ring.rest(1, now + Duration::from_secs(300), Rest::Parked);
+        assert_eq!(ring.acquire(now), Err(NoKey::AllParked));
+        ring.rest(1, now + Duration::from_secs(400), Rest::Cooling);
+        assert_eq!(
+            ring.acquire(now),
+            Err(NoKey::CoolingUntil(now + Duration::from_secs(400)))
+        );
     }
 
     #[test]

@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
+use tokio::sync::watch;
 
 use crate::api::{ModelInfo, ProviderInfo, ServerInfo};
-use crate::llm::{keys, LlmConfig};
+use crate::llm::{keys, LlmClient, LlmConfig, Shutdown};
 
 #[derive(Clone)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
-    pub llm: Arc<LlmConfig>,
+    pub llm: Arc<LlmClient>,
+    shutdown: Arc<watch::Sender<bool>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -21,16 +23,28 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(leptos_options: LeptosOptions, llm: LlmConfig) -> Self {
-        AppState {
+    pub fn new(leptos_options: LeptosOptions, llm: LlmConfig) -> Result<Self, reqwest::Error> {
+        let (shutdown, _) = watch::channel(false);
+        Ok(AppState {
             leptos_options,
-            llm: Arc::new(llm),
-        }
+            llm: Arc::new(LlmClient::new(Arc::new(llm))?),
+            shutdown: Arc::new(shutdown),
+        })
+    }
+
+    /// A receiver that flips when the server begins to shut down.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every open stream to end (they send an `error` frame and close).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
     }
 
     /// The configuration as the browser may see it: keys masked.
     pub fn server_info(&self) -> ServerInfo {
-        let llm = &self.llm;
+        let llm = self.llm.config();
         let providers = llm.providers.iter().map(|p| ProviderInfo {
             id: p.id.clone(),
             label: p.label.clone(),

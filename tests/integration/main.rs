@@ -2,4 +2,5 @@
 
 mod support;
 
+mod chat_sse;
 mod router;

@@ -1,19 +1,196 @@
-//! Shared test set-up: the app state from the real Cargo.toml and Leptos.toml.
+//! Shared test set-up: the app state from the real Cargo.toml and Leptos.toml, a real
+//! server on a loopback port, the fake upstream, and a client that reads our SSE frames
+//! with the same parser the browser uses.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
+use streamai::fake_upstream::FakeUpstream;
 use streamai::llm::LlmConfig;
-use streamai::server::AppState;
+use streamai::protocol::Frame;
+use streamai::server::{routes::router, AppState};
+use streamai::sse::Parser;
 
 /// An app state whose environment is exactly `vars` (the process env is not read).
 pub fn state(vars: &[(&str, &str)]) -> AppState {
+    AppState::new(leptos_options(), llm_config(vars)).expect("HTTP client builds")
+}
+
+pub fn leptos_options() -> leptos::config::LeptosOptions {
     let conf = leptos::config::get_configuration(Some("Cargo.toml"))
         .expect("Cargo.toml has [package.metadata.leptos]");
+    conf.leptos_options
+}
+
+pub fn llm_config(vars: &[(&str, &str)]) -> LlmConfig {
     let env: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let settings = std::fs::read_to_string("Leptos.toml").expect("Leptos.toml is readable");
-    let llm = LlmConfig::from_parts(&settings, &env).expect("test configuration is valid");
-    AppState::new(conf.leptos_options, llm)
+    LlmConfig::from_parts(&settings, &env).expect("test configuration is valid")
+}
+
+/// The app, served on a free loopback port, talking to its own fake upstream.
+pub struct Harness {
+    pub addr: SocketAddr,
+    pub fake: FakeUpstream,
+    pub state: AppState,
+    http: reqwest::Client,
+}
+
+/// Extra environment on top of the harness defaults (short timeouts and backoff).
+pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
+    let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), "openai")
+        .await
+        .unwrap();
+    let base_url = fake.base_url();
+    let key_vars: Vec<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("CUSTOM_API_KEY_{}", i + 1), k.to_string()))
+        .collect();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("LLM_PROVIDER", "custom"),
+        ("LLM_MODEL", "fake-model"),
+        ("CUSTOM_BASE_URL", &base_url),
+        ("LLM_TIMEOUT_SECS", "2"),
+        ("LLM_RETRY_MIN_MS", "50"),
+        ("LLM_RETRY_MAX_MS", "200"),
+    ];
+    vars.extend(key_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    vars.extend_from_slice(extra);
+    let state = state(&vars);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Harness {
+        addr,
+        fake,
+        state,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A streamed answer as the client saw it.
+pub struct Streamed {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub raw: String,
+    pub frames: Vec<Frame>,
+}
+
+impl Streamed {
+    /// The answer text: every chunk, in order.
+    pub fn text(&self) -> String {
+        self.frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Chunk { content, .. } => Some(content.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn reasoning(&self) -> String {
+        self.frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Reasoning { content, .. } => Some(content.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn retries(&self) -> Vec<&Frame> {
+        self.frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Retry { .. }))
+            .collect()
+    }
+
+    pub fn last(&self) -> &Frame {
+        self.frames.last().expect("at least one frame")
+    }
+
+    /// The contract every stream keeps: `start` first, one terminal frame last,
+    /// `seq` counting 0, 1, 2, … across chunks and reasoning.
+    pub fn assert_well_formed(&self) {
+        assert!(
+            matches!(self.frames.first(), Some(Frame::Start { .. })),
+            "{:?}",
+            self.frames.first()
+        );
+        let terminals = self.frames.iter().filter(|f| f.is_terminal()).count();
+        assert_eq!(
+            terminals, 1,
+            "exactly one terminal frame: {:?}",
+            self.frames
+        );
+        assert!(self.last().is_terminal());
+        let seqs: Vec<u64> = self
+            .frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Chunk { seq, .. } | Frame::Reasoning { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    }
+}
+
+impl Harness {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a body to the stream endpoint and reads the whole response.
+    pub async fn post(&self, body: &str) -> Streamed {
+        let response = self
+            .http
+            .post(self.url("/api/chat/stream"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let raw = response.text().await.unwrap();
+        let frames = if status == 200 {
+            parse_frames(&raw)
+        } else {
+            Vec::new()
+        };
+        Streamed {
+            status,
+            headers,
+            raw,
+            frames,
+        }
+    }
+
+    /// Streams one user message (which may carry a `[[fake:…]]` marker).
+    pub async fn ask(&self, prompt: &str) -> Streamed {
+        let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
+        self.post(&body.to_string()).await
+    }
+
+    pub fn raw_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Our frames from an SSE body, through the shared parser. Keep-alive comments are skipped.
+pub fn parse_frames(raw: &str) -> Vec<Frame> {
+    Parser::new()
+        .feed(raw.as_bytes())
+        .into_iter()
+        .map(|event| {
+            serde_json::from_str(&event.data)
+                .unwrap_or_else(|e| panic!("bad frame {:?}: {e}", event.data))
+        })
+        .collect()
 }

@@ -1,0 +1,272 @@
+//! The client for OpenAI-compatible providers: picks a key, sends the streaming request,
+//! classifies failures, and retries — all of it only until the first text arrives.
+//! After that nothing is ever retried: the user has seen the text (see `relay`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::Retryable;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use reqwest::header::HeaderMap;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{timeout_at, Instant};
+
+use super::config::LlmConfig;
+use super::error::LlmError;
+use super::keys::{key_id, KeyRing, NoKey, Rest};
+use super::request::{self, ChatJob};
+use super::retry::retry_after;
+use super::upstream::UpstreamStream;
+use super::wire::{self, ChatCompletionRequest, StreamOptions, UpstreamEvent};
+use crate::protocol::{ChatRequest, Frame, Rejection};
+
+/// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
+pub type FrameStream = BoxStream<'static, Frame>;
+
+/// Flips to `true` when the server shuts down; open streams then end.
+pub type Shutdown = watch::Receiver<bool>;
+
+pub struct LlmClient {
+    http: reqwest::Client,
+    config: Arc<LlmConfig>,
+    rings: HashMap<String, KeyRing>,
+}
+
+/// A provider stream that has produced its first text (or finished without any).
+pub(super) struct Opened {
+    pub key: usize,
+    /// Events read before and including the first text.
+    pub head: Vec<UpstreamEvent>,
+    pub body: UpstreamStream,
+}
+
+impl LlmClient {
+    pub fn new(config: Arc<LlmConfig>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        let rings = config
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), KeyRing::new(p.keys.clone())))
+            .collect();
+        Ok(LlmClient {
+            http,
+            config,
+            rings,
+        })
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// Validates a request against the configuration.
+    pub fn resolve(&self, request: ChatRequest) -> Result<ChatJob, Rejection> {
+        request::resolve(&self.config, request)
+    }
+
+    /// Starts a streaming chat. The provider call runs in its own task, which stops —
+    /// dropping the upstream connection — as soon as the returned stream is dropped.
+    pub fn stream(self: &Arc<Self>, job: ChatJob, shutdown: Shutdown) -> FrameStream {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(super::relay::run(self.clone(), job, tx, shutdown));
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        })
+        .boxed()
+    }
+
+    /// Replaces any configured key found in `text`.
+    pub fn redact(&self, provider: &str, text: &str) -> String {
+        match self.rings.get(provider) {
+            Some(ring) => ring.redact(text),
+            None => text.to_owned(),
+        }
+    }
+
+    /// Opens the provider stream, retrying what is worth retrying. Each wait is announced
+    /// on `tx` as a `retry` frame. Returns the outcome and the number of attempts made.
+    pub(super) async fn open_with_retry(
+        &self,
+        job: &ChatJob,
+        tx: &mpsc::Sender<Frame>,
+    ) -> (Result<Opened, LlmError>, u32) {
+        let ring = &self.rings[&job.provider];
+        let policy = &self.config.retry;
+        let attempts = AtomicU32::new(0);
+        let counter = &attempts;
+        let result = (move || async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.try_open(job, ring).await
+        })
+        .retry(policy.backoff())
+        .when(LlmError::is_retryable)
+        .adjust(|err, proposed| {
+            // `None` means the retries are used up: keep it so.
+            let proposed = proposed?;
+            Some(match err {
+                // Another key is ready: rotate at once instead of waiting.
+                LlmError::RateLimited { .. } if ring.has_ready(Instant::now()) => Duration::ZERO,
+                _ => err.wait_hint().unwrap_or_else(|| policy.clamp(proposed)),
+            })
+        })
+        .notify(|err, wait| {
+            let attempt = attempts.load(Ordering::Relaxed);
+            let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            tracing::warn!(attempt, wait_ms, "retrying before the first token: {err}");
+            let _ = tx.try_send(Frame::Retry {
+                attempt,
+                max_retries: policy.max_retries,
+                wait_ms,
+                reason: err.retry_reason(),
+            });
+        })
+        .await;
+        (result, attempts.load(Ordering::Relaxed))
+    }
+
+    /// One attempt: a key, the request, and reading up to the first text.
+    async fn try_open(&self, job: &ChatJob, ring: &KeyRing) -> Result<Opened, LlmError> {
+        let now = Instant::now();
+        let key = match ring.acquire(now) {
+            Ok(key) => key,
+            Err(NoKey::CoolingUntil(until)) => {
+                return Err(LlmError::KeysCooling {
+                    wait: until - now,
+                    cap: self.config.retry.retry_after_cap,
+                })
+            }
+            Err(NoKey::AllParked) => return Err(LlmError::NoUsableKey),
+        };
+        let timeout = self.config.timeout;
+        let deadline = now + timeout;
+        let first_token_timeout = || LlmError::FirstTokenTimeout(timeout.as_secs());
+        let body = ChatCompletionRequest {
+            model: &job.model.id,
+            messages: &job.messages,
+            stream: true,
+            temperature: job.temperature,
+            max_tokens: job.max_tokens,
+            top_p: job.top_p,
+            seed: job.seed,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
+        };
+        let send = self
+            .http
+            .post(format!("{}/chat/completions", job.base_url))
+            .bearer_auth(ring.secret(key))
+            .json(&body)
+            .send();
+        let response = match timeout_at(deadline, send).await {
+            Err(_) => return Err(first_token_timeout()),
+            Ok(Err(err)) => return Err(LlmError::Connect(describe(&err))),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let headers = response.headers().clone();
+            let text = timeout_at(deadline, response.text()).await;
+            let text = text.ok().and_then(Result::ok).unwrap_or_default();
+            return Err(self.classify(status, &headers, &text, ring, key));
+        }
+
+        let mut body = UpstreamStream::new(response);
+        let mut head = Vec::new();
+        loop {
+            let event = match timeout_at(deadline, body.next_event()).await {
+                Err(_) => return Err(first_token_timeout()),
+                Ok(result) => result?,
+            };
+            match event {
+                None if head.iter().any(|e| matches!(e, UpstreamEvent::Finish(_))) => break,
+                None => return Err(LlmError::Disconnected),
+                Some(UpstreamEvent::Error(message)) => {
+                    return Err(LlmError::InStream(ring.redact(&message)))
+                }
+                Some(event) => {
+                    let last = event.is_text() || event == UpstreamEvent::Done;
+                    head.push(event);
+                    if last {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Opened { key, head, body })
+    }
+
+    /// Turns an error status into an error, resting the key when the key is the problem.
+    fn classify(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        text: &str,
+        ring: &KeyRing,
+        key: usize,
+    ) -> LlmError {
+        let json: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        let detail = match &json {
+            Some(value) => wire::error_message(value),
+            // Gateways answer 5xx with HTML pages: say so rather than echo the page.
+            None if text.trim_start().starts_with('<') => "网关返回了一个 HTML 错误页".to_owned(),
+            None if text.trim().is_empty() => "（无说明）".to_owned(),
+            None => text.to_owned(),
+        };
+        let detail = ring.redact(&wire::truncate(&detail, 300));
+        let code = json.as_ref().and_then(wire::error_code).unwrap_or_default();
+        let now = Instant::now();
+        let park_until = now + self.config.key_park;
+        tracing::warn!(key_id = %key_id(key), status, code, "provider refused: {detail}");
+        match status {
+            402 => {
+                ring.rest(key, park_until, Rest::Parked);
+                LlmError::QuotaExhausted { detail }
+            }
+            429 if code == "insufficient_quota" => {
+                ring.rest(key, park_until, Rest::Parked);
+                LlmError::QuotaExhausted { detail }
+            }
+            429 => {
+                let wait = retry_after(headers, SystemTime::now());
+                let cool = wait.unwrap_or(self.config.retry.min_delay);
+                ring.rest(key, now + cool, Rest::Cooling);
+                LlmError::RateLimited {
+                    retry_after: wait,
+                    cap: self.config.retry.retry_after_cap,
+                    detail,
+                }
+            }
+            401 | 403 => {
+                ring.rest(key, park_until, Rest::Parked);
+                LlmError::KeyRejected { status, detail }
+            }
+            _ => LlmError::Api { status, detail },
+        }
+    }
+}
+
+/// A transport error in plain words, without the URL's query or any header.
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_connect() {
+        "连接被拒绝或地址无法解析".to_owned()
+    } else if err.is_timeout() {
+        "连接超时".to_owned()
+    } else {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(inner) = source {
+            text.push_str(": ");
+            text.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        text
+    }
+}

@@ -1,0 +1,172 @@
+//! What can go wrong between us and a provider. Messages are plain Chinese for the user;
+//! they never contain a key (upstream text is redacted by the key ring before it gets here).
+
+use std::time::Duration;
+
+use crate::protocol::ErrorCode;
+
+use super::retry::is_retryable_status;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LlmError {
+    #[error("无法连接到模型服务：{0}")]
+    Connect(String),
+
+    #[error("模型服务在 {0} 秒内没有返回任何内容")]
+    FirstTokenTimeout(u64),
+
+    #[error("模型服务已有 {0} 秒没有输出，已停止等待")]
+    IdleTimeout(u64),
+
+    /// 429. `retry_after` is what the provider asked for, if it said.
+    #[error("{}", rate_limited_message(*.retry_after, *.cap))]
+    RateLimited {
+        retry_after: Option<Duration>,
+        /// The longest wait we accept; above it we give up at once.
+        cap: Duration,
+        detail: String,
+    },
+
+    /// Every key is resting after a 429; the first is free after `wait`.
+    #[error("所有 API 密钥都在限流冷却中，约 {} 秒后可用", .wait.as_secs().max(1))]
+    KeysCooling { wait: Duration, cap: Duration },
+
+    /// 401/403: this key was refused. The next key is tried at once.
+    #[error("API 密钥被拒绝（HTTP {status}）：{detail}")]
+    KeyRejected { status: u16, detail: String },
+
+    /// The key is out of quota or balance (OpenAI `insufficient_quota`, DeepSeek 402).
+    #[error("API 密钥额度已用尽：{detail}")]
+    QuotaExhausted { detail: String },
+
+    #[error("没有可用的 API 密钥：全部被拒绝或额度已用尽，请检查服务端配置")]
+    NoUsableKey,
+
+    /// Any other error status.
+    #[error("模型服务返回错误（HTTP {status}）：{detail}")]
+    Api { status: u16, detail: String },
+
+    /// An `{"error": …}` object inside a 200 stream.
+    #[error("模型服务在输出过程中报错：{0}")]
+    InStream(String),
+
+    #[error("与模型服务的连接在输出中途断开")]
+    Disconnected,
+
+    #[error("服务器正在关闭，本次回答已中止")]
+    Shutdown,
+}
+
+fn rate_limited_message(retry_after: Option<Duration>, cap: Duration) -> String {
+    match retry_after {
+        Some(wait) if wait > cap => format!(
+            "模型服务限流，要求等待 {} 秒（超过上限 {} 秒），请稍后再试",
+            wait.as_secs(),
+            cap.as_secs()
+        ),
+        _ => "模型服务限流（HTTP 429），重试次数已用完，请稍后再试".to_owned(),
+    }
+}
+
+impl LlmError {
+    /// Worth another attempt, if nothing has reached the user yet.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LlmError::Connect(_) | LlmError::FirstTokenTimeout(_) | LlmError::Disconnected => true,
+            LlmError::RateLimited {
+                retry_after, cap, ..
+            } => retry_after.is_none_or(|w| w <= *cap),
+            LlmError::KeysCooling { wait, cap } => wait <= cap,
+            // Another key may work: the ring says when none is left.
+            LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. } => true,
+            LlmError::Api { status, .. } => is_retryable_status(*status),
+            LlmError::IdleTimeout(_)
+            | LlmError::NoUsableKey
+            | LlmError::InStream(_)
+            | LlmError::Shutdown => false,
+        }
+    }
+
+    /// The wait this error itself asks for, overriding the backoff.
+    pub fn wait_hint(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } => *retry_after,
+            LlmError::KeysCooling { wait, .. } => Some(*wait),
+            LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. } => Some(Duration::ZERO),
+            _ => None,
+        }
+    }
+
+    /// The code the browser receives.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            LlmError::RateLimited { .. } | LlmError::KeysCooling { .. } => ErrorCode::RateLimited,
+            LlmError::KeyRejected { .. }
+            | LlmError::QuotaExhausted { .. }
+            | LlmError::NoUsableKey => ErrorCode::AuthFailed,
+            LlmError::FirstTokenTimeout(_) | LlmError::IdleTimeout(_) => ErrorCode::Timeout,
+            LlmError::Connect(_) | LlmError::Disconnected => ErrorCode::Disconnected,
+            LlmError::Api { .. } | LlmError::InStream(_) => ErrorCode::Upstream,
+            LlmError::Shutdown => ErrorCode::Shutdown,
+        }
+    }
+
+    /// Whether the user may reasonably press "retry" (the frame's `retryable`).
+    pub fn user_may_retry(&self) -> bool {
+        !matches!(
+            self,
+            LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. } | LlmError::NoUsableKey
+        )
+    }
+
+    /// A short reason for a `retry` frame.
+    pub fn retry_reason(&self) -> String {
+        match self {
+            LlmError::RateLimited { .. } | LlmError::KeysCooling { .. } => "限流".to_owned(),
+            LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. } => {
+                "密钥不可用，换用下一个密钥".to_owned()
+            }
+            LlmError::FirstTokenTimeout(_) => "超时".to_owned(),
+            LlmError::Connect(_) | LlmError::Disconnected => "连接失败".to_owned(),
+            LlmError::Api { status, .. } => format!("服务暂时不可用（HTTP {status}）"),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_retry_after_is_final_and_says_when() {
+        let cap = Duration::from_secs(60);
+        let err = LlmError::RateLimited {
+            retry_after: Some(Duration::from_secs(300)),
+            cap,
+            detail: String::new(),
+        };
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("300 秒"), "{err}");
+        let short = LlmError::RateLimited {
+            retry_after: Some(Duration::from_secs(3)),
+            cap,
+            detail: String::new(),
+        };
+        assert!(short.is_retryable());
+        assert_eq!(short.wait_hint(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn statuses_that_retry() {
+        let api = |status| LlmError::Api {
+            status,
+            detail: String::new(),
+        };
+        assert!(api(503).is_retryable());
+        assert!(api(502).is_retryable());
+        assert!(!api(400).is_retryable());
+        assert!(!api(404).is_retryable());
+        assert!(!LlmError::IdleTimeout(120).is_retryable());
+    }
+}

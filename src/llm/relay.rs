@@ -1,0 +1,411 @@
+//! The task behind one streaming chat: open the provider stream (with retries), then
+//! relay its text as frames, numbering them, timing them, and counting tokens and cost.
+//!
+//! Invariants: `start` is the first frame; exactly one `done` or `error` is the last;
+//! once any text has been sent nothing is retried; when the browser goes away
+//! (the frame receiver is dropped) the task ends at once, dropping the provider
+//! connection, and logs the partial usage.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use super::client::{LlmClient, Shutdown};
+use super::cost::Price;
+use super::error::LlmError;
+use super::keys::key_id;
+use super::request::ChatJob;
+use super::tokens;
+use super::wire::{UpstreamEvent, WireUsage};
+use crate::protocol::{Frame, Timing, Usage, UsageSource};
+
+/// Runs one chat to its end, sending frames to `tx`.
+pub(super) async fn run(
+    client: Arc<LlmClient>,
+    job: ChatJob,
+    tx: mpsc::Sender<Frame>,
+    shutdown: Shutdown,
+) {
+    let id = next_id();
+    let span = tracing::info_span!(
+        "chat",
+        %id,
+        provider = %job.provider,
+        model = %job.model.id,
+        key_id = Empty,
+        attempts = Empty,
+        first_token_ms = Empty,
+        prompt_tokens = Empty,
+        completion_tokens = Empty,
+        usage_source = Empty,
+        cost = Empty,
+        outcome = Empty,
+    );
+    relay(client, job, id, tx, shutdown).instrument(span).await;
+}
+
+async fn relay(
+    client: Arc<LlmClient>,
+    job: ChatJob,
+    id: String,
+    tx: mpsc::Sender<Frame>,
+    mut shutdown: Shutdown,
+) {
+    let mut session = Session::new(&job);
+    let start = Frame::Start {
+        id,
+        provider: job.provider.clone(),
+        model: job.model.id.clone(),
+        prompt_tokens: session.prompt_estimate,
+    };
+    if tx.send(start).await.is_err() {
+        return session.cancelled();
+    }
+
+    let (opened, attempts) = tokio::select! {
+        biased;
+        () = tx.closed() => return session.cancelled(),
+        () = shutdown_requested(&mut shutdown) => return session.fail(&client, &job, &tx, LlmError::Shutdown).await,
+        opened = client.open_with_retry(&job, &tx) => opened,
+    };
+    tracing::Span::current().record("attempts", attempts);
+    let mut upstream = match opened {
+        Ok(opened) => opened,
+        Err(err) => return session.fail(&client, &job, &tx, err).await,
+    };
+    tracing::Span::current().record("key_id", key_id(upstream.key));
+
+    let idle = client.config().timeout;
+    let mut pending = std::mem::take(&mut upstream.head).into_iter();
+    loop {
+        let event = match pending.next() {
+            Some(event) => Ok(Some(event)),
+            None => tokio::select! {
+                biased;
+                () = tx.closed() => return session.cancelled(),
+                () = shutdown_requested(&mut shutdown) => return session.fail(&client, &job, &tx, LlmError::Shutdown).await,
+                next = tokio::time::timeout(idle, upstream.body.next_event()) => {
+                    next.unwrap_or(Err(LlmError::IdleTimeout(idle.as_secs())))
+                }
+            },
+        };
+        match event {
+            Ok(Some(UpstreamEvent::Done)) => return session.done(&tx).await,
+            Ok(None) if session.finish_reason.is_some() => return session.done(&tx).await,
+            Ok(None) => {
+                return session
+                    .fail(&client, &job, &tx, LlmError::Disconnected)
+                    .await
+            }
+            Ok(Some(UpstreamEvent::Error(message))) => {
+                let message = client.redact(&job.provider, &message);
+                return session
+                    .fail(&client, &job, &tx, LlmError::InStream(message))
+                    .await;
+            }
+            Ok(Some(event)) => {
+                if let Some(frame) = session.apply(event) {
+                    if tx.send(frame).await.is_err() {
+                        return session.cancelled();
+                    }
+                }
+            }
+            Err(err) => return session.fail(&client, &job, &tx, err).await,
+        }
+    }
+}
+
+/// What one chat has produced so far.
+struct Session {
+    started: Instant,
+    first_token: Option<Duration>,
+    seq: u64,
+    text: String,
+    reasoning: String,
+    finish_reason: Option<String>,
+    provider_usage: Option<WireUsage>,
+    prompt_estimate: u32,
+    price: Price,
+}
+
+impl Session {
+    fn new(job: &ChatJob) -> Self {
+        Session {
+            started: Instant::now(),
+            first_token: None,
+            seq: 0,
+            text: String::new(),
+            reasoning: String::new(),
+            finish_reason: None,
+            provider_usage: None,
+            prompt_estimate: tokens::count_prompt(&job.messages),
+            price: job.model.price,
+        }
+    }
+
+    /// Folds one provider event in; returns the frame to send, if any.
+    fn apply(&mut self, event: UpstreamEvent) -> Option<Frame> {
+        let frame = match event {
+            UpstreamEvent::Content(content) => {
+                self.text.push_str(&content);
+                Frame::Chunk {
+                    seq: self.seq,
+                    content,
+                }
+            }
+            UpstreamEvent::Reasoning(content) => {
+                self.reasoning.push_str(&content);
+                Frame::Reasoning {
+                    seq: self.seq,
+                    content,
+                }
+            }
+            UpstreamEvent::Finish(reason) => {
+                self.finish_reason = Some(reason);
+                return None;
+            }
+            // Cumulative on some providers (SiliconFlow): the last one wins.
+            UpstreamEvent::Usage(usage) => {
+                self.provider_usage = Some(usage);
+                return None;
+            }
+            UpstreamEvent::Done | UpstreamEvent::Error(_) => return None,
+        };
+        self.seq += 1;
+        if self.first_token.is_none() {
+            let first = self.started.elapsed();
+            self.first_token = Some(first);
+            tracing::Span::current().record("first_token_ms", millis(first));
+        }
+        Some(frame)
+    }
+
+    fn has_text(&self) -> bool {
+        self.seq > 0
+    }
+
+    /// The provider's numbers when it gave them, our tiktoken estimate otherwise.
+    /// The completion is counted once, on the whole text, never per chunk.
+    fn usage(&self) -> Usage {
+        let estimate =
+            tokens::count_text(&self.reasoning).saturating_add(tokens::count_text(&self.text));
+        let span = tracing::Span::current();
+        span.record("completion_tokens", estimate);
+        let usage = match self.provider_usage {
+            Some(u) => Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u
+                    .total_tokens
+                    .unwrap_or(u.prompt_tokens.saturating_add(u.completion_tokens)),
+                source: UsageSource::Provider,
+            },
+            None => Usage {
+                prompt_tokens: self.prompt_estimate,
+                completion_tokens: estimate,
+                total_tokens: self.prompt_estimate.saturating_add(estimate),
+                source: UsageSource::Tiktoken,
+            },
+        };
+        tracing::debug!(
+            prompt_estimate = self.prompt_estimate,
+            completion_estimate = estimate,
+            "token estimate kept beside the reported usage"
+        );
+        span.record("prompt_tokens", usage.prompt_tokens);
+        span.record("completion_tokens", usage.completion_tokens);
+        span.record("usage_source", usage_source(&usage));
+        usage
+    }
+
+    async fn done(self, tx: &mpsc::Sender<Frame>) {
+        let usage = self.usage();
+        let cost = self.price.cost(&usage);
+        let finish_reason = self
+            .finish_reason
+            .clone()
+            .unwrap_or_else(|| "stop".to_owned());
+        let span = tracing::Span::current();
+        span.record("cost", cost.total.as_str());
+        span.record("outcome", "done");
+        tracing::info!(
+            finish_reason,
+            total_ms = millis(self.started.elapsed()),
+            "chat finished"
+        );
+        let frame = Frame::Done {
+            finish_reason,
+            usage,
+            cost,
+            timing: self.timing(),
+        };
+        let _ = tx.send(frame).await;
+    }
+
+    async fn fail(
+        self,
+        client: &LlmClient,
+        job: &ChatJob,
+        tx: &mpsc::Sender<Frame>,
+        err: LlmError,
+    ) {
+        // Text already sent is billed: report what it cost.
+        let (usage, cost) = if self.has_text() {
+            let usage = self.usage();
+            let cost = self.price.cost(&usage);
+            (Some(usage), Some(cost))
+        } else {
+            (None, None)
+        };
+        let message = client.redact(&job.provider, &err.to_string());
+        let span = tracing::Span::current();
+        span.record("outcome", "error");
+        if let Some(cost) = &cost {
+            span.record("cost", cost.total.as_str());
+        }
+        tracing::warn!(code = ?err.code(), after_text = self.has_text(), "chat failed: {message}");
+        let frame = Frame::Error {
+            code: err.code(),
+            message,
+            retryable: err.user_may_retry(),
+            usage,
+            cost,
+        };
+        let _ = tx.send(frame).await;
+    }
+
+    /// The browser went away: the provider connection is dropped with this task.
+    fn cancelled(self) {
+        let usage = self.usage();
+        let cost = self.price.cost(&usage);
+        let span = tracing::Span::current();
+        span.record("cost", cost.total.as_str());
+        span.record("outcome", "cancelled");
+        tracing::info!(
+            completion_tokens = usage.completion_tokens,
+            cost = %cost.total,
+            "client went away; upstream dropped (partial usage above)"
+        );
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            first_token_ms: self.first_token.map(millis),
+            total_ms: millis(self.started.elapsed()),
+        }
+    }
+}
+
+fn usage_source(usage: &Usage) -> &'static str {
+    match usage.source {
+        UsageSource::Provider => "provider",
+        UsageSource::Tiktoken => "tiktoken",
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Resolves once shutdown has been requested; never, if it cannot be any more.
+async fn shutdown_requested(shutdown: &mut Shutdown) {
+    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `chat-<unix ms in hex>-<counter>`: unique within a process, sortable by time.
+fn next_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("chat-{ms:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::config::Model;
+
+    fn session() -> Session {
+        let job = ChatJob {
+            provider: "p".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            model: Model {
+                id: "m".into(),
+                price: Price::new(2_000_000, 3_000_000),
+                max_output_tokens: 100,
+            },
+            messages: vec![],
+            temperature: 0.8,
+            top_p: None,
+            max_tokens: 100,
+            seed: None,
+        };
+        Session::new(&job)
+    }
+
+    #[test]
+    fn one_sequence_for_chunks_and_reasoning() {
+        let mut s = session();
+        let frames: Vec<Frame> = [
+            UpstreamEvent::Reasoning("想".into()),
+            UpstreamEvent::Content("答".into()),
+            UpstreamEvent::Finish("stop".into()),
+            UpstreamEvent::Content("案".into()),
+        ]
+        .into_iter()
+        .filter_map(|e| s.apply(e))
+        .collect();
+        assert_eq!(
+            frames,
+            [
+                Frame::Reasoning {
+                    seq: 0,
+                    content: "想".into()
+                },
+                Frame::Chunk {
+                    seq: 1,
+                    content: "答".into()
+                },
+                Frame::Chunk {
+                    seq: 2,
+                    content: "案".into()
+                },
+            ]
+        );
+        assert_eq!(s.text, "答案");
+        assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn provider_usage_wins_and_the_last_one_counts() {
+        let mut s = session();
+        s.apply(UpstreamEvent::Content("hello".into()));
+        assert_eq!(s.usage().source, UsageSource::Tiktoken);
+        assert_eq!(s.usage().completion_tokens, 1);
+        for completion in [1, 2, 3] {
+            s.apply(UpstreamEvent::Usage(WireUsage {
+                prompt_tokens: 10,
+                completion_tokens: completion,
+                total_tokens: None,
+            }));
+        }
+        let usage = s.usage();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (10, 3, 13)
+        );
+        assert_eq!(usage.source, UsageSource::Provider);
+    }
+}

@@ -1,0 +1,80 @@
+//! `POST /api/chat/stream`: the streaming endpoint. JSON in, Server-Sent Events out.
+//!
+//! An axum route beside the Leptos routes rather than a server function, because the
+//! contract needs what a server function's encodings do not give in Leptos 0.8: a
+//! `text/event-stream` response with keep-alive comments, and bad input refused with a
+//! 4xx JSON body that names the problem before any streaming starts.
+
+use std::convert::Infallible;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+
+use super::AppState;
+use crate::llm::request::parse_body;
+use crate::protocol::{RejectBody, Rejection};
+
+/// The handler.
+pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) -> Response {
+    let (parts, body) = request.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if content_type.is_some_and(|ct| !ct.starts_with("application/json")) {
+        return reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            None,
+            "send the request body as JSON with Content-Type: application/json".into(),
+        );
+    }
+    let limit = state.llm.config().limits.max_body_bytes;
+    let Ok(bytes) = to_bytes(body, limit).await else {
+        return reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+            format!("request body is larger than the limit of {limit} bytes"),
+        );
+    };
+    let job = match parse_body(&bytes).and_then(|request| state.llm.resolve(request)) {
+        Ok(job) => job,
+        Err(rejection) => return rejected(StatusCode::BAD_REQUEST, rejection),
+    };
+
+    let frames = state.llm.stream(job, state.shutdown_signal());
+    let events = frames.map(|frame| {
+        let event = Event::default().json_data(&frame);
+        Ok::<_, Infallible>(
+            event.unwrap_or_else(|_| Event::default().comment("unserialisable frame")),
+        )
+    });
+    let keep_alive = KeepAlive::new()
+        .interval(state.llm.config().limits.keep_alive)
+        .text("keep-alive");
+    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn reject(status: StatusCode, code: &str, field: Option<String>, message: String) -> Response {
+    let rejection = Rejection {
+        code: code.to_owned(),
+        field,
+        message,
+    };
+    rejected(status, rejection)
+}
+
+fn rejected(status: StatusCode, rejection: Rejection) -> Response {
+    tracing::info!(code = %rejection.code, "request refused: {}", rejection.message);
+    (status, Json(RejectBody { error: rejection })).into_response()
+}
