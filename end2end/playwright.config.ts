@@ -36,6 +36,14 @@ export default defineConfig({
   projects: [{ name: "chromium", use: { ...devices["Desktop Chrome"] } }],
   webServer: [
     {
+      // The fake OpenAI-compatible provider; tests pick its behaviour with [[fake:…]] markers.
+      command: `${path.join(root, "target/debug/fake-upstream")} 127.0.0.1:${fakePort} openai`,
+      cwd: root,
+      url: `http://127.0.0.1:${fakePort}/__fake/requests`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    {
       command: path.join(root, "target/debug/streamai"),
       cwd: root,
       url: `http://127.0.0.1:${appPort}/`,
@@ -51,6 +59,14 @@ export default defineConfig({
         LEPTOS_RELOAD_PORT: String(appPort + 1),
         LEPTOS_ENV: "PROD",
         RUST_LOG: "streamai=info",
+        // The provider is the fake upstream above, through the real HTTP path.
+        LLM_PROVIDER: "custom",
+        LLM_MODEL: "fake-model",
+        CUSTOM_BASE_URL: `http://127.0.0.1:${fakePort}/v1`,
+        CUSTOM_API_KEY: "sk-e2e-fake-key-0123456789abcdef",
+        LLM_RETRY_MIN_MS: "200",
+        LLM_RETRY_MAX_MS: "1000",
+        LLM_TIMEOUT_SECS: "10",
       },
     },
   ],

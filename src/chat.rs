@@ -1,22 +1,20 @@
-//! The 流式AI tab.
+//! The 流式AI tab: a streaming chat that shows every character once, in order, as it
+//! arrives.
+//!
+//! Data path in the browser: [`platform`] POSTs to `/api/chat/stream` and feeds each
+//! network read to the shared SSE parser; [`session`] applies the frames (each `seq`
+//! once, via [`state`]) to signals of the one answer being streamed; [`markdown`]
+//! renders finished blocks once and re-renders only the unfinished tail;
+//! [`messages`] and [`page`] draw it.
+//!
+//! Architecture invariant: nothing here imports `llm` or `server`; the chat knows the
+//! server only through `protocol` and `api`.
 
-use leptos::prelude::*;
+pub mod markdown;
+mod messages;
+mod page;
+pub mod platform;
+mod session;
+pub mod state;
 
-use crate::api::get_server_info;
-use crate::app::ServerSummary;
-
-/// The chat tab.
-#[component]
-pub fn ChatPage() -> impl IntoView {
-    let info = Resource::new(|| (), |_| get_server_info());
-    view! {
-        <Suspense fallback=|| view! { <p class="muted">"正在连接服务…"</p> }>
-            {move || Suspend::new(async move {
-                match info.await {
-                    Ok(info) => view! { <ServerSummary info/> }.into_any(),
-                    Err(err) => view! { <p class="error">"读取服务配置失败：" {err.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
-    }
-}
+pub use page::ChatPage;

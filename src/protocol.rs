@@ -74,6 +74,60 @@ pub struct Cost {
     pub total: String,
 }
 
+/// An exact amount of money, in pico-yuan (10⁻¹² ¥). Written as plain decimal yuan with
+/// trailing zeros dropped (`0.000246`, `2`, `0`), and read back from that form, so both
+/// sides can add costs without float drift.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Yuan(pub u128);
+
+impl Yuan {
+    const SCALE: u128 = 1_000_000_000_000;
+
+    /// `tokens` at a price in micro-yuan per million tokens.
+    pub fn of_tokens(tokens: u32, micro_per_million: u64) -> Yuan {
+        Yuan(u128::from(tokens) * u128::from(micro_per_million))
+    }
+
+    /// Reads `"0.000246"`; at most 12 decimals.
+    pub fn parse(text: &str) -> Option<Yuan> {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let (whole, frac) = match text.split_once('.') {
+            Some((whole, frac)) if digits(frac) => (whole, frac),
+            Some(_) => return None,
+            None => (text, ""),
+        };
+        if !digits(whole) || frac.len() > 12 {
+            return None;
+        }
+        let whole: u128 = whole.parse().ok()?;
+        let frac: u128 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<12}").parse().ok()?
+        };
+        whole.checked_mul(Self::SCALE)?.checked_add(frac).map(Yuan)
+    }
+}
+
+impl std::ops::Add for Yuan {
+    type Output = Yuan;
+    fn add(self, other: Yuan) -> Yuan {
+        Yuan(self.0.saturating_add(other.0))
+    }
+}
+
+impl std::fmt::Display for Yuan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let whole = self.0 / Self::SCALE;
+        let frac = self.0 % Self::SCALE;
+        if frac == 0 {
+            return write!(f, "{whole}");
+        }
+        let frac = format!("{frac:012}");
+        write!(f, "{whole}.{}", frac.trim_end_matches('0'))
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
     /// Time from the request reaching the server to the first text; `None` if none came.
@@ -193,6 +247,25 @@ mod tests {
             },
             r#"{"type":"error","code":"rate_limited","message":"m","retryable":true}"#,
         );
+    }
+
+    #[test]
+    fn yuan_round_trips_exactly() {
+        for text in [
+            "0",
+            "2",
+            "0.000246",
+            "0.00000105",
+            "23192.823393",
+            "0.000000000001",
+        ] {
+            assert_eq!(Yuan::parse(text).unwrap().to_string(), text);
+        }
+        let sum = Yuan::parse("0.1").unwrap() + Yuan::parse("0.2").unwrap();
+        assert_eq!(sum.to_string(), "0.3");
+        for bad in ["", ".5", "1.", "-1", "1e3", "0.0000000000001"] {
+            assert_eq!(Yuan::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

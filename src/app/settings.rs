@@ -8,7 +8,7 @@ use crate::api::{get_server_info, ServerInfo};
 /// The settings tab.
 #[component]
 pub fn SettingsPage() -> impl IntoView {
-    let info = Resource::new(|| (), |_| get_server_info());
+    let info = Resource::new_blocking(|| (), |_| get_server_info());
     view! {
         <Suspense fallback=|| view! { <p class="muted">"正在读取服务配置…"</p> }>
             {move || Suspend::new(async move {

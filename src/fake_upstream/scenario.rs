@@ -8,6 +8,7 @@
 //!   `data:` lines and UTF-8 characters are cut across reads);
 //! - `delay=MS` — pause before each chunk; `chunks=N` — a long answer of N chunks;
 //!   `keepalive=N` — N `: keep-alive` comments before the first chunk; `no_usage`;
+//!   `answer=xss` — an answer carrying HTML and a `javascript:` link;
 //! - `status=CODE` (+ `times=N`: only the first N attempts; `html`: an HTML body) with
 //!   `retry_after=S`, `retry_after_date=S`, `retry_after_ms=MS`;
 //! - `drop_after=N`, `stall_after=N`, `error_after=N` (after N text chunks), `malformed`.
@@ -26,6 +27,10 @@ use serde_json::{json, Value};
 pub const ANSWER: &str = "你好！这是来自模拟上游的回答。😀\n\n\
 下面是一段代码：\n\n```rust\nfn main() {\n    println!(\"你好，世界 🌏\");\n}\n```\n\n\
 - 中文与 English 混排\n- 表情：🚀✨👍🏽\n\n回答完毕。";
+
+/// An answer that tries to run script (`answer=xss`): the page must show it as text.
+pub const XSS_ANSWER: &str = "看这张图：<img src=x onerror=\"window.__xss='img'\"> 和 <script>window.__xss='script'</script>\n\n\
+[点我](javascript:window.__xss='link')";
 
 /// What `reasoner` thinks before it answers.
 pub const REASONING: &str = "用户在打招呼。我应该礼貌地回应，并给出一个代码示例。";
@@ -168,6 +173,9 @@ impl Scenario {
         };
         let answer: Vec<String> = match self.number("chunks") {
             Some(n) => (0..n).map(|i| format!("第{i}段。")).collect(),
+            None if self.options.get("answer").map(String::as_str) == Some("xss") => {
+                pieces(XSS_ANSWER)
+            }
             None if self.shape == "demo" => pieces(&demo_answer(request)),
             None => pieces(ANSWER),
         };

@@ -1,9 +1,7 @@
 //! Exact cost arithmetic. Prices are held as micro-yuan per million tokens, so
 //! `tokens × price` is a whole number of pico-yuan (10⁻¹² ¥): no float ever touches money.
 
-use std::fmt;
-
-use crate::protocol::{Cost, Usage};
+use crate::protocol::{Cost, Usage, Yuan};
 
 /// Input and output price of a model, in micro-yuan per million tokens
 /// (2 CNY per million = 2_000_000).
@@ -49,38 +47,14 @@ impl Price {
 
     /// The cost of a request's tokens.
     pub fn cost(&self, usage: &Usage) -> Cost {
-        let input = Yuan::of(usage.prompt_tokens, self.input_micro_per_m);
-        let output = Yuan::of(usage.completion_tokens, self.output_micro_per_m);
+        let input = Yuan::of_tokens(usage.prompt_tokens, self.input_micro_per_m);
+        let output = Yuan::of_tokens(usage.completion_tokens, self.output_micro_per_m);
         Cost {
             currency: "CNY".into(),
             input: input.to_string(),
             output: output.to_string(),
-            total: Yuan(input.0 + output.0).to_string(),
+            total: (input + output).to_string(),
         }
-    }
-}
-
-/// An amount of money in pico-yuan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Yuan(pub u128);
-
-impl Yuan {
-    fn of(tokens: u32, micro_per_m: u64) -> Yuan {
-        Yuan(u128::from(tokens) * u128::from(micro_per_m))
-    }
-}
-
-/// Plain decimal yuan with trailing zeros dropped: `0.000246`, `2`, `0`.
-impl fmt::Display for Yuan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SCALE: u128 = 1_000_000_000_000;
-        let whole = self.0 / SCALE;
-        let frac = self.0 % SCALE;
-        if frac == 0 {
-            return write!(f, "{whole}");
-        }
-        let frac = format!("{frac:012}");
-        write!(f, "{whole}.{}", frac.trim_end_matches('0'))
     }
 }
 

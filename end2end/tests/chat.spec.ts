@@ -1,0 +1,187 @@
+import { test, expect, Page } from "@playwright/test";
+import path from "node:path";
+import { ANSWER, REASONING, fakeRecords, savedMessages } from "./fixtures";
+
+async function openChat(page: Page) {
+  await page.goto("/");
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  await page.evaluate(() => localStorage.clear());
+  await page.reload();
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+}
+
+async function ask(page: Page, prompt: string) {
+  const composer = page.getByTestId("composer");
+  await composer.fill(prompt);
+  await composer.press("Enter");
+}
+
+const lastAnswer = (page: Page) => page.getByTestId("answer").last();
+
+test("text streams in visibly and ends byte-exact", async ({ page }) => {
+  await openChat(page);
+  // Sample the answer's length on every animation frame while it streams.
+  await page.evaluate(() => {
+    (window as any).__lengths = [];
+    const sample = () => {
+      const el = document.querySelectorAll("[data-testid=answer-text]");
+      const last = el[el.length - 1];
+      if (last) (window as any).__lengths.push(last.textContent?.length ?? 0);
+      requestAnimationFrame(sample);
+    };
+    requestAnimationFrame(sample);
+  });
+  await ask(page, "流式测试一 [[fake:deepseek delay=40]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  const lengths: number[] = await page.evaluate(() => (window as any).__lengths);
+  const distinct = new Set(lengths.filter((n) => n > 0));
+  expect(distinct.size).toBeGreaterThanOrEqual(3);
+
+  const text = lastAnswer(page).getByTestId("answer-text");
+  await expect(text).toContainText("println!(\"你好，世界 🌏\");");
+  await expect(text).toContainText("表情：🚀✨👍🏽");
+  await expect(text.locator("pre code")).toHaveCount(1);
+  const saved = await savedMessages(page);
+  expect(saved.at(-1)?.content).toBe(ANSWER);
+  await expect(lastAnswer(page).getByTestId("stats")).toContainText("服务商统计");
+  await expect(lastAnswer(page).getByTestId("stats")).toContainText("¥");
+});
+
+test("reads split inside characters and lines lose nothing", async ({ page }) => {
+  await openChat(page);
+  await ask(page, "拆分测试 [[fake:openai split crlf]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  expect((await savedMessages(page)).at(-1)?.content).toBe(ANSWER);
+});
+
+test("reasoning shows in a folded 思考过程 block", async ({ page }) => {
+  await openChat(page);
+  await ask(page, "推理测试 [[fake:reasoner]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  const details = lastAnswer(page).locator("details.reasoning");
+  await expect(details).toBeVisible();
+  await expect(details).not.toHaveAttribute("open", "");
+  await details.locator("summary").click();
+  await expect(details).toContainText(REASONING);
+  expect((await savedMessages(page)).at(-1)?.content).toBe(ANSWER);
+});
+
+test("stop keeps the partial text and the upstream sees the disconnect", async ({ page, request }) => {
+  await openChat(page);
+  await ask(page, "停止测试 [[fake:openai delay=150]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "streaming");
+  await expect.poll(async () => (await lastAnswer(page).getByTestId("answer-text").textContent())?.length ?? 0).toBeGreaterThan(4);
+  await page.getByRole("button", { name: "停止" }).click();
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "stopped");
+  await expect(lastAnswer(page).getByTestId("stopped")).toBeVisible();
+  const partial = (await savedMessages(page)).at(-1)?.content ?? "";
+  expect(partial.length).toBeGreaterThan(0);
+  expect(ANSWER.startsWith(partial)).toBe(true);
+  expect(partial.length).toBeLessThan(ANSWER.length);
+  await expect
+    .poll(async () => (await fakeRecords(request)).filter((r) => r.scenario.includes("delay=150")).at(-1)?.outcome)
+    .toBe("client_gone");
+});
+
+test("a 429 with Retry-After shows a live countdown, then the answer", async ({ page }) => {
+  await openChat(page);
+  await ask(page, "限流测试 [[fake:openai status=429 times=1 retry_after=3]]");
+  const retry = lastAnswer(page).getByTestId("retry");
+  await expect(retry).toContainText("限流，3 秒后重试（第 1/3 次）");
+  await expect(retry).toContainText("限流，1 秒后重试（第 1/3 次）", { timeout: 5_000 });
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 15_000 });
+  await expect(retry).toHaveCount(0);
+  expect((await savedMessages(page)).at(-1)?.content).toBe(ANSWER);
+});
+
+test("a failure mid-stream keeps the text and offers a retry", async ({ page }) => {
+  await openChat(page);
+  await ask(page, "断线测试 [[fake:openai drop_after=6]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "failed", { timeout: 15_000 });
+  const failure = lastAnswer(page).getByTestId("failure");
+  await expect(failure).toContainText("中途断开");
+  const partial = (await savedMessages(page)).at(-1)?.content ?? "";
+  expect(partial.length).toBeGreaterThan(0);
+  expect(ANSWER.startsWith(partial)).toBe(true);
+  await expect(lastAnswer(page).getByTestId("answer-text")).toContainText(partial.slice(0, 4));
+  await expect(failure.getByRole("button", { name: "重试" })).toBeVisible();
+});
+
+test("an answer carrying HTML runs no script", async ({ page }) => {
+  await openChat(page);
+  await ask(page, "安全测试 [[fake:openai answer=xss]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  const text = lastAnswer(page).getByTestId("answer-text");
+  await expect(text).toContainText("<img src=x onerror=");
+  await expect(text).toContainText("<script>");
+  await expect(text.locator("img, script")).toHaveCount(0);
+  await text.getByRole("link", { name: "点我" }).click();
+  expect(await page.evaluate(() => (window as any).__xss)).toBeUndefined();
+});
+
+test("Enter during IME composition does not send; Shift+Enter is a newline", async ({ page }) => {
+  await openChat(page);
+  const composer = page.getByTestId("composer");
+  await composer.fill("输入法");
+  await composer.dispatchEvent("keydown", { key: "Enter", isComposing: true });
+  await composer.dispatchEvent("keydown", { key: "Enter", keyCode: 229 });
+  await expect(page.getByTestId("user-message")).toHaveCount(0);
+  await composer.press("Shift+Enter");
+  await composer.pressSequentially("第二行");
+  await expect(composer).toHaveValue("输入法\n第二行");
+  await expect(page.getByTestId("user-message")).toHaveCount(0);
+  await composer.press("Enter");
+  await expect(page.getByTestId("user-message")).toHaveCount(1);
+  await expect(page.getByTestId("user-message")).toContainText("第二行");
+});
+
+test("reload keeps the conversation; 新对话 starts afresh", async ({ page }) => {
+  await openChat(page);
+  await ask(page, "刷新测试 [[fake:dashscope]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  await page.reload();
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByTestId("user-message")).toContainText("刷新测试");
+  await expect(lastAnswer(page).getByTestId("answer-text")).toContainText("回答完毕。");
+  await expect(page.getByTestId("totals")).not.toContainText("输入 0 ·");
+  await page.getByRole("button", { name: "新对话" }).click();
+  await expect(page.getByTestId("answer")).toHaveCount(0);
+  await page.reload();
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByTestId("answer")).toHaveCount(0);
+});
+
+test("multi-turn context, regenerate, and edit-and-resend", async ({ page, request }) => {
+  await openChat(page);
+  await ask(page, "第一问 [[fake:openai]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  await ask(page, "第二问 [[fake:ark]]");
+  await expect(page.getByTestId("answer")).toHaveCount(2);
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  const before = (await fakeRecords(request)).length;
+  await lastAnswer(page).getByRole("button", { name: "重新生成" }).click();
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  await expect(page.getByTestId("answer")).toHaveCount(2);
+  expect((await fakeRecords(request)).length).toBe(before + 1);
+
+  await page.getByTestId("user-message").first().getByRole("button", { name: "编辑" }).click();
+  await page.getByLabel("编辑消息").fill("改过的问题 [[fake:hunyuan]]");
+  await page.getByRole("button", { name: "保存并重新发送" }).click();
+  await expect(page.getByTestId("user-message")).toHaveCount(1);
+  await expect(page.getByTestId("user-message")).toContainText("改过的问题");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  expect((await savedMessages(page)).map((m) => m.role)).toEqual(["user", "assistant"]);
+});
+
+for (const width of [375, 1280]) {
+  test(`chat screenshot at ${width}px`, async ({ page }, testInfo) => {
+    await page.setViewportSize({ width, height: width < 500 ? 812 : 900 });
+    await openChat(page);
+    await ask(page, "截图 [[fake:reasoner]]");
+    await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    const file = path.join(testInfo.project.outputDir, "screenshots", `chat-${width}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+  });
+}

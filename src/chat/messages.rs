@@ -1,0 +1,215 @@
+//! The message list: user bubbles and answers with their reasoning, retry countdown,
+//! error, figures and actions. Render-only: every action goes through [`ChatSession`].
+
+use leptos::prelude::*;
+
+use super::platform;
+use super::session::{ChatSession, Msg, RetryNotice};
+use super::state::{Stats, Status};
+use crate::protocol::Role;
+
+/// All messages, in an aria-live log. Code-block copy buttons are handled here by
+/// delegation, since their HTML comes from the markdown renderer.
+#[component]
+pub fn MessageList() -> impl IntoView {
+    let session = expect_context::<ChatSession>();
+    let on_click = move |ev: leptos::ev::MouseEvent| copy_code_block(&ev);
+    view! {
+        <div class="messages" role="log" aria-live="polite" aria-label="对话内容" on:click=on_click>
+            <Show when=move || session.messages.with(Vec::is_empty)>
+                <EmptyState/>
+            </Show>
+            <For each=move || session.messages.get() key=|msg| msg.id let:msg>
+                {match msg.role {
+                    Role::User => view! { <UserMessage msg/> }.into_any(),
+                    _ => view! { <AnswerMessage msg/> }.into_any(),
+                }}
+            </For>
+        </div>
+    }
+}
+
+#[component]
+fn EmptyState() -> impl IntoView {
+    view! {
+        <div class="empty">
+            <p class="empty-title">"开始一段对话"</p>
+            <p class="muted">"回答会逐字流式显示；可随时停止，刷新页面不会丢失对话。"</p>
+        </div>
+    }
+}
+
+#[component]
+fn UserMessage(msg: Msg) -> impl IntoView {
+    let session = expect_context::<ChatSession>();
+    let editing = move || session.editing.get() == Some(msg.id);
+    let draft = RwSignal::new(String::new());
+    let start_edit = move |_| {
+        draft.set(msg.content.get_untracked());
+        session.editing.set(Some(msg.id));
+    };
+    let busy = move || session.streaming.get().is_some();
+    view! {
+        <article class="msg user" data-testid="user-message">
+            <Show
+                when=editing
+                fallback=move || view! {
+                    <div class="bubble plain">{move || msg.content.get()}</div>
+                    <div class="actions">
+                        <button type="button" on:click=start_edit disabled=busy>"编辑"</button>
+                        <button type="button" on:click=move |_| platform::copy_text(&msg.content.get_untracked())>"复制"</button>
+                    </div>
+                }
+            >
+                <textarea
+                    class="edit"
+                    aria-label="编辑消息"
+                    prop:value=move || draft.get()
+                    on:input=move |ev| draft.set(event_target_value(&ev))
+                ></textarea>
+                <div class="actions">
+                    <button type="button" class="primary" on:click=move |_| session.resend_edited(msg.id, draft.get_untracked())>"保存并重新发送"</button>
+                    <button type="button" on:click=move |_| session.editing.set(None)>"取消"</button>
+                </div>
+            </Show>
+        </article>
+    }
+}
+
+#[component]
+fn AnswerMessage(msg: Msg) -> impl IntoView {
+    let session = expect_context::<ChatSession>();
+    let is_last = move || {
+        session
+            .messages
+            .with(|m| m.last().map(|last| last.id) == Some(msg.id))
+    };
+    let status = move || msg.status.get();
+    let status_name = move || format!("{:?}", status()).to_lowercase();
+    let busy = move || session.streaming.get().is_some();
+    let has_gap = move || msg.missing.get() != 0;
+    view! {
+        <article class="msg assistant" data-testid="answer" data-status=status_name>
+            <Show when=move || !msg.reasoning.with(String::is_empty)>
+                <details class="reasoning">
+                    <summary>"思考过程"</summary>
+                    <div class="plain">{move || msg.reasoning.get()}</div>
+                </details>
+            </Show>
+            {move || msg.retry.get().map(|notice| view! { <RetryLine notice/> })}
+            <div class="bubble markdown" data-testid="answer-text">
+                <For
+                    each=move || msg.blocks.get().into_iter().enumerate()
+                    key=|(index, _)| *index
+                    children=|(_, html)| view! { <div class="block" inner_html=html></div> }
+                />
+                <div class="block tail" inner_html=move || msg.tail.get()></div>
+                <Show when=move || status() == Status::Waiting && msg.retry.with(Option::is_none)>
+                    <span class="muted">"正在等待模型响应…"</span>
+                </Show>
+                <Show when=move || matches!(status(), Status::Streaming | Status::Waiting)>
+                    <span class="cursor" aria-hidden="true">"▍"</span>
+                </Show>
+            </div>
+            <Show when=has_gap>
+                <p class="warning">{move || format!("有 {} 段内容在传输中丢失", msg.missing.get())}</p>
+            </Show>
+            <Show when=move || status() == Status::Stopped>
+                <p class="muted stopped" data-testid="stopped">"已停止生成"</p>
+            </Show>
+            {move || msg.failure.get().map(|failure| view! {
+                <div class="failure" role="alert" data-testid="failure">
+                    <p>{failure.message.clone()}</p>
+                    {failure.hint.clone().map(|hint| view! { <p class="muted">{hint}</p> })}
+                    <Show when=move || is_last() && failure.retryable>
+                        <button type="button" class="primary" on:click=move |_| session.regenerate() disabled=busy>"重试"</button>
+                    </Show>
+                </div>
+            })}
+            {move || msg.stats.get().map(|stats| view! { <StatsLine stats/> })}
+            <Show when=move || !matches!(status(), Status::Waiting | Status::Streaming)>
+                <div class="actions">
+                    <button type="button" on:click=move |_| platform::copy_text(&msg.content.get_untracked())>"复制"</button>
+                    <Show when=is_last>
+                        <button type="button" on:click=move |_| session.regenerate() disabled=busy>"重新生成"</button>
+                    </Show>
+                </div>
+            </Show>
+        </article>
+    }
+}
+
+/// 「限流，3 秒后重试（第 1/3 次）」 with a live countdown.
+#[component]
+fn RetryLine(notice: RetryNotice) -> impl IntoView {
+    let session = expect_context::<ChatSession>();
+    let text = move || {
+        let left = ((notice.until_ms - session.now_ms.get()) / 1000.0)
+            .ceil()
+            .max(0.0);
+        format!(
+            "{}，{} 秒后重试（第 {}/{} 次）",
+            notice.reason, left, notice.attempt, notice.max_retries
+        )
+    };
+    view! { <p class="retry" role="status" data-testid="retry">{text}</p> }
+}
+
+/// Tokens, their source, cost, time to first token, speed, finish reason.
+#[component]
+fn StatsLine(stats: Stats) -> impl IntoView {
+    let usage = &stats.usage;
+    let mut parts = vec![
+        format!(
+            "输入 {} · 输出 {} tokens（{}）",
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            stats.source_label()
+        ),
+        stats.cost_label(),
+    ];
+    if let Some(first) = stats.timing.as_ref().and_then(|t| t.first_token_ms) {
+        parts.push(format!("首字 {first} ms"));
+    }
+    if let Some(speed) = stats.tokens_per_second() {
+        parts.push(format!("{speed:.1} tokens/s"));
+    }
+    if let Some(reason) = &stats.finish_reason {
+        parts.push(format!("结束原因 {reason}"));
+    }
+    let exact = format!(
+        "精确费用 ¥{}（输入 ¥{} + 输出 ¥{}）",
+        stats.cost.total, stats.cost.input, stats.cost.output
+    );
+    let note = stats.finish_note();
+    view! {
+        <p class="stats" data-testid="stats" title=exact>{parts.join(" · ")}</p>
+        {note.map(|note| view! { <p class="warning">{note}</p> })}
+    }
+}
+
+/// Copies the code of a code block whose copy button was clicked.
+fn copy_code_block(ev: &leptos::ev::MouseEvent) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(button) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        else {
+            return;
+        };
+        if !button.class_list().contains("copy-code") {
+            return;
+        }
+        let code = button
+            .next_element_sibling()
+            .and_then(|pre| pre.text_content());
+        if let Some(code) = code {
+            platform::copy_text(&code);
+            button.set_text_content(Some("已复制"));
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = ev;
+}
