@@ -71,9 +71,9 @@ if $want_test || $want_release; then
   fi
 fi
 
-if $want_test && [ ! -x /usr/bin/chromium ]; then
-  say "installing Chromium (Debian package)"
-  apt_install chromium
+if $want_test && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei"; }; then
+  say "installing Chromium and a Chinese font (Debian packages)"
+  apt_install chromium fonts-wqy-microhei
 fi
 
 say "ready"

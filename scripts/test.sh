@@ -25,4 +25,5 @@ step "clippy: server" cargo clippy --features ssr --all-targets --locked -- -D w
 step "clippy: browser" cargo clippy --lib --features hydrate --target wasm32-unknown-unknown --locked -- -D warnings
 step "unit and integration tests" cargo test --features ssr --locked
 step "build the site" cargo leptos build
+step "build the fake upstream" cargo build --features ssr --bin fake-upstream --locked
 step "browser tests" bash -c 'cd end2end && npx playwright test'
