@@ -34,6 +34,8 @@ pub struct Msg {
     pub blocks: RwSignal<Vec<String>>,
     pub tail: RwSignal<String>,
     markdown: StoredValue<MarkdownStream>,
+    /// A tail render is scheduled for the next frame.
+    tail_pending: StoredValue<bool>,
     pub reasoning: RwSignal<String>,
     pub status: RwSignal<Status>,
     pub stats: RwSignal<Option<Stats>>,
@@ -53,6 +55,7 @@ impl Msg {
             blocks: RwSignal::new(Vec::new()),
             tail: RwSignal::new(String::new()),
             markdown: StoredValue::new(MarkdownStream::new()),
+            tail_pending: StoredValue::new(false),
             reasoning: RwSignal::new(String::new()),
             status: RwSignal::new(status),
             stats: RwSignal::new(None),
@@ -89,22 +92,31 @@ impl Msg {
         }
     }
 
-    /// Appends answer text: O(chunk) work plus a re-render of the unfinished paragraph.
+    /// Appends answer text: O(chunk) work now; the unfinished paragraph is re-rendered
+    /// at most once per frame, however many chunks arrive in between.
     fn append_text(&self, text: &str) {
         if text.is_empty() {
             return;
         }
         self.content.update(|c| c.push_str(text));
-        if self.role == Role::Assistant {
-            let finished = self
-                .markdown
-                .try_update_value(|md| md.push(text))
-                .unwrap_or_default();
-            if !finished.is_empty() {
-                self.blocks.update(|b| b.extend(finished));
-            }
-            self.tail
-                .set(self.markdown.with_value(MarkdownStream::tail_html));
+        if self.role != Role::Assistant {
+            return;
+        }
+        let finished = self
+            .markdown
+            .try_update_value(|md| md.push(text))
+            .unwrap_or_default();
+        if !finished.is_empty() {
+            self.blocks.update(|b| b.extend(finished));
+        }
+        if !self.tail_pending.get_value() {
+            self.tail_pending.set_value(true);
+            let msg = *self;
+            platform::next_frame(move || {
+                msg.tail_pending.set_value(false);
+                msg.tail
+                    .set(msg.markdown.with_value(MarkdownStream::tail_html));
+            });
         }
     }
 
@@ -217,7 +229,7 @@ impl ChatSession {
             now_ms: RwSignal::new(0.0),
             handle: StoredValue::new_with_storage(None),
             next_id: StoredValue::new(1),
-            owner: StoredValue::new(Owner::current().unwrap_or_else(Owner::new)),
+            owner: StoredValue::new(Owner::current().unwrap_or_default()),
         }
     }
 

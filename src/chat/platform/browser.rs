@@ -136,3 +136,8 @@ pub fn copy_text(text: &str) {
 pub fn now_ms() -> f64 {
     js_sys::Date::now()
 }
+
+/// Runs `f` before the next repaint (coalesces many updates into one per frame).
+pub fn next_frame(f: impl FnOnce() + 'static) {
+    leptos::prelude::request_animation_frame(f);
+}

@@ -34,3 +34,8 @@ pub fn copy_text(_text: &str) {}
 pub fn now_ms() -> f64 {
     0.0
 }
+
+/// No frames to wait for: runs `f` now.
+pub fn next_frame(f: impl FnOnce() + 'static) {
+    f();
+}
