@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
-    StaticSegment,
+    SsrMode, StaticSegment,
 };
 
 use crate::chat::ChatPage;
@@ -55,8 +55,10 @@ pub fn App() -> impl IntoView {
             </header>
             <main class="page">
                 <Routes fallback=NotFound>
-                    <Route path=StaticSegment("") view=ChatPage/>
-                    <Route path=StaticSegment("settings") view=SettingsPage/>
+                    // `Async`: the server waits for the configuration before sending the page,
+                    // so it is complete even where JavaScript never runs.
+                    <Route path=StaticSegment("") view=ChatPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("settings") view=SettingsPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

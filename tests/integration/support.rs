@@ -84,22 +84,21 @@ pub struct Streamed {
 impl Streamed {
     /// The answer text: every chunk, in order.
     pub fn text(&self) -> String {
-        self.frames
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Chunk { content, .. } => Some(content.as_str()),
-                _ => None,
-            })
-            .collect()
+        self.joined(false)
     }
 
     pub fn reasoning(&self) -> String {
-        self.frames
+        self.joined(true)
+    }
+
+    fn joined(&self, reasoning: bool) -> String {
+        let texts = self
+            .frames
             .iter()
-            .filter_map(|f| match f {
-                Frame::Reasoning { content, .. } => Some(content.as_str()),
-                _ => None,
-            })
+            .filter_map(streamai::chat::state::text_of);
+        texts
+            .filter(|(_, _, r)| *r == reasoning)
+            .map(|(_, text, _)| text)
             .collect()
     }
 
