@@ -71,9 +71,9 @@ if $want_test || $want_release; then
   fi
 fi
 
-if $want_test && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei"; }; then
+if $want_test && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei" || ! fc-list 2>/dev/null | grep -qi "Noto Color Emoji"; }; then
   say "installing Chromium and a Chinese font (Debian packages)"
-  apt_install chromium fonts-wqy-microhei
+  apt_install chromium fonts-wqy-microhei fonts-noto-color-emoji
 fi
 
 say "ready"
