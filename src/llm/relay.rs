@@ -42,6 +42,8 @@ pub(super) async fn run(
         first_token_ms = Empty,
         prompt_tokens = Empty,
         completion_tokens = Empty,
+        // Our tiktoken count, kept beside the provider's numbers.
+        completion_estimate = Empty,
         usage_source = Empty,
         cost = Empty,
         outcome = Empty,
@@ -195,7 +197,7 @@ impl Session {
         let estimate =
             tokens::count_text(&self.reasoning).saturating_add(tokens::count_text(&self.text));
         let span = tracing::Span::current();
-        span.record("completion_tokens", estimate);
+        span.record("completion_estimate", estimate);
         let usage = match self.provider_usage {
             Some(u) => Usage {
                 prompt_tokens: u.prompt_tokens,
@@ -212,11 +214,6 @@ impl Session {
                 source: UsageSource::Tiktoken,
             },
         };
-        tracing::debug!(
-            prompt_estimate = self.prompt_estimate,
-            completion_estimate = estimate,
-            "token estimate kept beside the reported usage"
-        );
         span.record("prompt_tokens", usage.prompt_tokens);
         span.record("completion_tokens", usage.completion_tokens);
         span.record("usage_source", usage_source(&usage));
