@@ -173,6 +173,17 @@ test("multi-turn context, regenerate, and edit-and-resend", async ({ page, reque
   expect((await savedMessages(page)).map((m) => m.role)).toEqual(["user", "assistant"]);
 });
 
+test("a long answer is followed down the page while it streams", async ({ page }) => {
+  await page.setViewportSize({ width: 375, height: 600 });
+  await openChat(page);
+  await ask(page, "跟随测试 [[fake:openai chunks=400 delay=5]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  await expect
+    .poll(() => page.evaluate(() => window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 130))
+    .toBe(true);
+  expect(await page.evaluate(() => window.scrollY)).toBeGreaterThan(0);
+});
+
 for (const width of [375, 1280]) {
   test(`chat screenshot at ${width}px`, async ({ page }, testInfo) => {
     await page.setViewportSize({ width, height: width < 500 ? 812 : 900 });

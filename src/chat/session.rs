@@ -113,9 +113,14 @@ impl Msg {
             self.tail_pending.set_value(true);
             let msg = *self;
             platform::next_frame(move || {
+                // Follow the answer down, unless the reader has scrolled up to read.
+                let follow = platform::near_bottom();
                 msg.tail_pending.set_value(false);
                 msg.tail
                     .set(msg.markdown.with_value(MarkdownStream::tail_html));
+                if follow {
+                    platform::scroll_to_bottom();
+                }
             });
         }
     }

@@ -141,3 +141,33 @@ pub fn now_ms() -> f64 {
 pub fn next_frame(f: impl FnOnce() + 'static) {
     leptos::prelude::request_animation_frame(f);
 }
+
+/// True when the page is scrolled to (near) its end: new text should keep it there.
+pub fn near_bottom() -> bool {
+    let Some(window) = web_sys::window() else {
+        return false;
+    };
+    let Some(root) = window.document().and_then(|d| d.document_element()) else {
+        return false;
+    };
+    let viewport = window
+        .inner_height()
+        .ok()
+        .and_then(|h| h.as_f64())
+        .unwrap_or(0.0);
+    let scrolled = window.scroll_y().unwrap_or(0.0);
+    scrolled + viewport >= f64::from(root.scroll_height()) - 120.0
+}
+
+/// Scrolls to the end of the page once the pending DOM update has landed.
+pub fn scroll_to_bottom() {
+    leptos::prelude::request_animation_frame(|| {
+        if let Some(window) = web_sys::window() {
+            let height = window
+                .document()
+                .and_then(|d| d.document_element())
+                .map_or(0, |root| root.scroll_height());
+            window.scroll_to_with_x_and_y(0.0, f64::from(height));
+        }
+    });
+}

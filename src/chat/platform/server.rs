@@ -39,3 +39,11 @@ pub fn now_ms() -> f64 {
 pub fn next_frame(f: impl FnOnce() + 'static) {
     f();
 }
+
+/// No page to scroll.
+pub fn near_bottom() -> bool {
+    false
+}
+
+/// No page to scroll.
+pub fn scroll_to_bottom() {}
