@@ -16,8 +16,6 @@ pub struct UpstreamStream {
     parser: Parser,
     pending: VecDeque<UpstreamEvent>,
     ended: bool,
-    /// Data lines that could not be read and were skipped.
-    pub malformed: u32,
 }
 
 impl UpstreamStream {
@@ -31,13 +29,12 @@ impl UpstreamStream {
             parser: Parser::new(),
             pending: VecDeque::new(),
             ended: false,
-            malformed: 0,
         }
     }
 
     /// The next event; `Ok(None)` when the body has ended. A broken connection is
     /// [`LlmError::Disconnected`]. A data line that is not valid JSON is skipped and
-    /// counted: one bad line must not cost the user the rest of the answer.
+    /// logged: one bad line must not cost the user the rest of the answer.
     pub async fn next_event(&mut self) -> Result<Option<UpstreamEvent>, LlmError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -63,7 +60,6 @@ impl UpstreamStream {
             match parse_data(&event.data) {
                 Ok(events) => self.pending.extend(events),
                 Err(err) => {
-                    self.malformed += 1;
                     tracing::warn!("skipping a malformed upstream event: {err}");
                 }
             }
