@@ -42,14 +42,27 @@ for component in rustfmt clippy; do
   fi
 done
 
+# The tools' own release profiles (fat LTO, one codegen unit) made the first run take
+# ~27 minutes on 2 cores. They are build tools, not hot paths: compile them with a
+# quick profile instead (cargo applies CARGO_PROFILE_RELEASE_* to `cargo install`).
+quick_install() {
+  CARGO_PROFILE_RELEASE_LTO=false \
+  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+  CARGO_PROFILE_RELEASE_DEBUG=0 \
+  CARGO_PROFILE_RELEASE_STRIP=true \
+  CARGO_PROFILE_RELEASE_INCREMENTAL=false \
+    cargo install "$@"
+}
+
 if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
   say "installing cargo-leptos $CARGO_LEPTOS_VERSION (a few minutes, once)"
-  cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+  quick_install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
 
 if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (matches Cargo.lock)"
-  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked
+  quick_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked
 fi
 
 apt_install() {

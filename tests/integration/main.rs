@@ -2,5 +2,6 @@
 
 mod support;
 
+mod abuse;
 mod chat_sse;
 mod router;

@@ -1,0 +1,1 @@
+//! Abuse suite: retry_wait.
