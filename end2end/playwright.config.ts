@@ -62,6 +62,7 @@ export default defineConfig({
         // The provider is the fake upstream above, through the real HTTP path.
         LLM_PROVIDER: "custom",
         LLM_MODEL: "fake-model",
+        CUSTOM_FREE_MODELS: "fake-model",
         CUSTOM_BASE_URL: `http://127.0.0.1:${fakePort}/v1`,
         CUSTOM_API_KEY: "sk-e2e-fake-key-0123456789abcdef",
         LLM_RETRY_MIN_MS: "200",

@@ -69,6 +69,7 @@ async fn main() -> ExitCode {
         ("LEPTOS_ENV", "PROD"),
         ("LLM_PROVIDER", "custom"),
         ("LLM_MODEL", "fake-model"),
+        ("CUSTOM_FREE_MODELS", "fake-model"),
         ("CUSTOM_BASE_URL", fake_url.as_str()),
         ("CUSTOM_API_KEY", "sk-loadtest-key"),
         ("RUST_LOG", "warn"),

@@ -16,7 +16,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::config::LlmConfig;
 use super::error::LlmError;
-use super::keys::{key_id, KeyRing, NoKey, Rest};
+use super::keys::{key_id, KeyRing, NoKey};
 use super::request::{self, ChatJob};
 use super::retry::retry_after;
 use super::upstream::UpstreamStream;
@@ -66,9 +66,22 @@ impl LlmClient {
         &self.config
     }
 
-    /// Validates a request against the configuration.
-    pub fn resolve(&self, request: ChatRequest) -> Result<ChatJob, Rejection> {
-        request::resolve(&self.config, request)
+    /// Validates a request against the configuration and the model's context window.
+    /// The prompt is counted on the blocking pool: a 1 MiB prompt takes tens of
+    /// milliseconds, which must not stall the streams sharing the async workers.
+    pub async fn resolve(&self, request: ChatRequest) -> Result<ChatJob, Rejection> {
+        let job = request::resolve(&self.config, request)?;
+        let counted = tokio::task::spawn_blocking(move || {
+            let prompt_tokens = super::tokens::count_prompt(&job.messages);
+            request::fit_context(job, prompt_tokens)
+        });
+        counted.await.unwrap_or_else(|_| {
+            Err(Rejection {
+                code: "internal".into(),
+                field: None,
+                message: "服务器无法统计提示词的 token 数，请重试".into(),
+            })
+        })
     }
 
     /// Starts a streaming chat. The provider call runs in its own task, which stops —
@@ -91,11 +104,15 @@ impl LlmClient {
     }
 
     /// Opens the provider stream, retrying what is worth retrying. Each wait is announced
-    /// on `tx` as a `retry` frame. Returns the outcome and the number of attempts made.
+    /// through `on_retry` before it starts. Returns the outcome and the attempts made.
+    ///
+    /// Waits: a 429 cools the key's whole account (see `keys`), so the retry waits for its
+    /// `Retry-After` (or the backoff when it gave none) unless a key of another account
+    /// is ready, which is then used at once. A refused key is replaced at once.
     pub(super) async fn open_with_retry(
         &self,
         job: &ChatJob,
-        tx: &mpsc::Sender<Frame>,
+        on_retry: impl Fn(RetryWait),
     ) -> (Result<Opened, LlmError>, u32) {
         let ring = &self.rings[&job.provider];
         let policy = &self.config.retry;
@@ -110,20 +127,19 @@ impl LlmClient {
         .adjust(|err, proposed| {
             // `None` means the retries are used up: keep it so.
             let proposed = proposed?;
-            Some(match err {
-                // Another key is ready: rotate at once instead of waiting.
-                LlmError::RateLimited { .. } if ring.has_ready(Instant::now()) => Duration::ZERO,
-                _ => err.wait_hint().unwrap_or_else(|| policy.clamp(proposed)),
-            })
+            Some(retry_wait(err, policy.clamp(proposed), ring))
         })
         .notify(|err, wait| {
             let attempt = attempts.load(Ordering::Relaxed);
-            let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-            tracing::warn!(attempt, wait_ms, "retrying before the first token: {err}");
-            let _ = tx.try_send(Frame::Retry {
+            tracing::warn!(
+                attempt,
+                wait_ms = millis(wait),
+                "retrying before the first token: {err}"
+            );
+            on_retry(RetryWait {
                 attempt,
                 max_retries: policy.max_retries,
-                wait_ms,
+                wait,
                 reason: err.retry_reason(),
             });
         })
@@ -138,7 +154,7 @@ impl LlmClient {
             Ok(key) => key,
             Err(NoKey::CoolingUntil(until)) => {
                 return Err(LlmError::KeysCooling {
-                    wait: until - now,
+                    wait: until.saturating_duration_since(now),
                     cap: self.config.retry.retry_after_cap,
                 })
             }
@@ -173,8 +189,11 @@ impl LlmClient {
         let status = response.status().as_u16();
         if !response.status().is_success() {
             let headers = response.headers().clone();
-            let text = timeout_at(deadline, response.text()).await;
-            let text = text.ok().and_then(Result::ok).unwrap_or_default();
+            let text = match timeout_at(deadline, read_error_body(response)).await {
+                Ok(Err(err)) => return Err(err),
+                Ok(Ok(text)) => text,
+                Err(_) => String::new(),
+            };
             return Err(self.classify(status, &headers, &text, ring, key));
         }
 
@@ -203,7 +222,9 @@ impl LlmClient {
         Ok(Opened { key, head, body })
     }
 
-    /// Turns an error status into an error, resting the key when the key is the problem.
+    /// Turns an error status into an error, resting the key or its account when they
+    /// are the problem: 401 or an explicit invalid-key code parks the key, a 429 cools the
+    /// account, no balance parks the account. A 403 leaves the key in rotation.
     fn classify(
         &self,
         status: u16,
@@ -220,37 +241,110 @@ impl LlmClient {
             None if text.trim().is_empty() => "（无说明）".to_owned(),
             None => text.to_owned(),
         };
-        let detail = ring.redact(&wire::truncate(&detail, 300));
+        // Redact before truncating: a cut must never leave part of a key behind.
+        let detail = wire::truncate(&ring.redact(&detail), 300);
         let code = json.as_ref().and_then(wire::error_code).unwrap_or_default();
         let now = Instant::now();
-        let park_until = now + self.config.key_park;
-        tracing::warn!(key_id = %key_id(key), status, code, "provider refused: {detail}");
+        let park_until = later(now, self.config.key_park);
+        tracing::warn!(key_id = %key_id(key), status, code = %code.escape_debug(), "provider refused: {}", detail.escape_debug());
         match status {
             402 => {
-                ring.rest(key, park_until, Rest::Parked);
+                ring.park_account(key, park_until);
                 LlmError::QuotaExhausted { detail }
             }
             429 if code == "insufficient_quota" => {
-                ring.rest(key, park_until, Rest::Parked);
+                ring.park_account(key, park_until);
                 LlmError::QuotaExhausted { detail }
             }
             429 => {
                 let wait = retry_after(headers, SystemTime::now());
-                let cool = wait.unwrap_or(self.config.retry.min_delay);
-                ring.rest(key, now + cool, Rest::Cooling);
+                // A wait beyond the cap fails the request at once; the account still
+                // rests, but never longer than the cap (a hostile value cannot shut
+                // the deployment out for a day).
+                let cool = wait
+                    .unwrap_or(self.config.retry.min_delay)
+                    .min(self.config.retry.retry_after_cap);
+                ring.cool_account(key, later(now, cool));
                 LlmError::RateLimited {
                     retry_after: wait,
                     cap: self.config.retry.retry_after_cap,
                     detail,
                 }
             }
-            401 | 403 => {
-                ring.rest(key, park_until, Rest::Parked);
+            401 => {
+                ring.park_key(key, park_until);
                 LlmError::KeyRejected { status, detail }
             }
+            _ if is_invalid_key_code(&code) => {
+                ring.park_key(key, park_until);
+                LlmError::KeyRejected { status, detail }
+            }
+            403 => LlmError::Forbidden { detail },
             _ => LlmError::Api { status, detail },
         }
     }
+}
+
+/// A wait before the next attempt, as the relay announces it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct RetryWait {
+    pub attempt: u32,
+    pub max_retries: u32,
+    pub wait: Duration,
+    pub reason: String,
+}
+
+/// How long to wait after `err` before the next attempt; `backoff` is the policy's
+/// proposal. A key of another account that is ready now is used at once.
+fn retry_wait(err: &LlmError, backoff: Duration, ring: &KeyRing) -> Duration {
+    let rotate_now = matches!(
+        err,
+        LlmError::RateLimited { .. } | LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. }
+    ) && ring.has_ready(Instant::now());
+    if rotate_now {
+        return Duration::ZERO;
+    }
+    err.wait_hint().unwrap_or(backoff)
+}
+
+/// `now + wait`, saturating far in the future instead of overflowing.
+pub(super) fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + super::retry::RETRY_AFTER_CEILING)
+}
+
+/// Providers' explicit "this key is invalid" codes (OpenAI `invalid_api_key`,
+/// DashScope `InvalidApiKey`, Ark `AuthenticationError`…), whatever the status.
+fn is_invalid_key_code(code: &str) -> bool {
+    let code: String = code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(code.as_str(), "invalidapikey" | "invalidkey" | "authenticationerror")
+}
+
+/// The largest error body we read: a provider error is a few hundred bytes; more is not
+/// an error message but a misbehaving upstream.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Reads an error response's body, refusing one over [`MAX_ERROR_BODY`].
+async fn read_error_body(mut response: reqwest::Response) -> Result<String, LlmError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok().flatten() {
+        if body.len() + chunk.len() > MAX_ERROR_BODY {
+            return Err(LlmError::Protocol(format!(
+                "错误响应体超过 {} KiB",
+                MAX_ERROR_BODY / 1024
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A transport error in plain words, without the URL's query or any header.

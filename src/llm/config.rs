@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::cost::Price;
@@ -53,7 +53,18 @@ struct RawDefaults {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_body_bytes: usize,
+    max_messages: usize,
     keep_alive_secs: u64,
+    header_read_timeout_secs: u64,
+    body_read_timeout_secs: u64,
+    max_connections: usize,
+    max_streams: usize,
+    client_stall_secs: u64,
+    shutdown_grace_secs: u64,
+    max_stream_secs: u64,
+    finish_grace_ms: u64,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,8 +73,6 @@ struct RawProvider {
     label: String,
     base_url: String,
     default_model: String,
-    #[serde(default)]
-    open_models: bool,
     models: Vec<RawModel>,
 }
 
@@ -74,6 +83,8 @@ struct RawModel {
     input: String,
     output: String,
     max_output_tokens: u32,
+    /// The model's context window in tokens (prompt + answer).
+    context_tokens: u32,
 }
 
 /// A model a provider serves, with its price and output limit.
@@ -82,6 +93,8 @@ pub struct Model {
     pub id: String,
     pub price: Price,
     pub max_output_tokens: u32,
+    /// The context window: a prompt of more tokens than this is refused before sending.
+    pub context_tokens: u32,
 }
 
 /// A usable provider: it has at least one key (or is the demo).
@@ -91,23 +104,24 @@ pub struct Provider {
     pub label: String,
     pub base_url: String,
     pub default_model: String,
-    /// Accept model ids that are not listed (the `custom` provider), at price 0.
-    pub open_models: bool,
     pub models: Vec<Model>,
-    pub keys: Vec<SecretString>,
+    pub keys: Vec<ProviderKey>,
+}
+
+/// One API key and the provider account it belongs to. Chinese providers rate-limit per
+/// account, not per key, so keys of one account share one cooldown.
+#[derive(Clone, Debug)]
+pub struct ProviderKey {
+    pub secret: SecretString,
+    /// `{ID}_API_KEY[_N]_ACCOUNT`; keys without a label share the account `""`.
+    pub account: String,
 }
 
 impl Provider {
-    /// The model by id; for open providers an unlisted id is accepted at price 0.
+    /// The model by id: only models listed in the settings are served (a model without a
+    /// known price could spend without limit).
     pub fn model(&self, id: &str) -> Option<Model> {
-        let listed = self.models.iter().find(|m| m.id == id).cloned();
-        listed.or_else(|| {
-            self.open_models.then(|| Model {
-                id: id.to_owned(),
-                price: Price::FREE,
-                max_output_tokens: 65535,
-            })
-        })
+        self.models.iter().find(|m| m.id == id).cloned()
     }
 }
 
@@ -119,11 +133,33 @@ pub struct Defaults {
     pub seed: Option<i64>,
 }
 
-/// Limits on what a client may send, and stream housekeeping.
+/// Limits on what a client may send and hold, and stream housekeeping. Each is a key of
+/// `[limits]` in `Leptos.toml`, overridden by `STREAMAI_<KEY>` in the environment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
+    /// Request bodies, every endpoint. A declared larger `Content-Length` gets 413 at once.
     pub max_body_bytes: usize,
+    /// Messages in one chat request.
+    pub max_messages: usize,
     pub keep_alive: Duration,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+    /// … and its body within this time.
+    pub body_read_timeout: Duration,
+    /// Open connections; beyond it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// Concurrent streaming answers; beyond it a new one is answered 503.
+    pub max_streams: usize,
+    /// A client that reads nothing for this long is dropped, and its upstream cancelled.
+    pub client_stall: Duration,
+    /// On shutdown, streams get this long to end before connections are cut.
+    pub shutdown_grace: Duration,
+    /// The longest one answer may stream.
+    pub max_stream: Duration,
+    /// After `finish_reason`, how long a provider may stay silent before we say `done`.
+    pub finish_grace: Duration,
+    /// When non-empty, requests must name one of these in `Host` (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The validated configuration.
@@ -218,7 +254,10 @@ impl LlmConfig {
             let raw_demo = raw.providers.get(DEMO_PROVIDER).ok_or_else(|| {
                 ConfigError::Parse(format!("[providers.{DEMO_PROVIDER}] is missing"))
             })?;
-            let demo_key = vec![SecretString::from("demo-key-not-secret")];
+            let demo_key = vec![ProviderKey {
+                secret: SecretString::from("demo-key-not-secret"),
+                account: String::new(),
+            }];
             providers.insert(
                 0,
                 build_provider(DEMO_PROVIDER, raw_demo, demo_key, &lookup)?,
@@ -279,14 +318,7 @@ impl LlmConfig {
             timeout: Duration::from_secs(timeout_secs),
             retry,
             key_park: Duration::from_secs(d.key_park_secs),
-            limits: Limits {
-                max_body_bytes: env_number(
-                    &lookup,
-                    "LLM_MAX_BODY_BYTES",
-                    raw.limits.max_body_bytes,
-                )?,
-                keep_alive: Duration::from_secs(raw.limits.keep_alive_secs.max(1)),
-            },
+            limits: limits(&raw.limits, &lookup)?,
         })
     }
 
@@ -301,13 +333,40 @@ impl LlmConfig {
     }
 }
 
+fn limits<'a>(
+    raw: &RawLimits,
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Limits, ConfigError> {
+    let secs = |var: &str, default: u64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(env_number(lookup, var, default)?.max(1)))
+    };
+    let allowed_hosts = match lookup("STREAMAI_ALLOWED_HOSTS") {
+        Some(list) => list.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_lowercase).collect(),
+        None => raw.allowed_hosts.iter().map(|h| h.to_lowercase()).collect(),
+    };
+    Ok(Limits {
+        max_body_bytes: env_number(lookup, "STREAMAI_MAX_BODY_BYTES", raw.max_body_bytes)?,
+        max_messages: env_number(lookup, "STREAMAI_MAX_MESSAGES", raw.max_messages)?,
+        keep_alive: secs("STREAMAI_KEEP_ALIVE_SECS", raw.keep_alive_secs)?,
+        header_read_timeout: secs("STREAMAI_HEADER_READ_TIMEOUT_SECS", raw.header_read_timeout_secs)?,
+        body_read_timeout: secs("STREAMAI_BODY_READ_TIMEOUT_SECS", raw.body_read_timeout_secs)?,
+        max_connections: env_number(lookup, "STREAMAI_MAX_CONNECTIONS", raw.max_connections)?.max(1),
+        max_streams: env_number(lookup, "STREAMAI_MAX_STREAMS", raw.max_streams)?.max(1),
+        client_stall: secs("STREAMAI_CLIENT_STALL_SECS", raw.client_stall_secs)?,
+        shutdown_grace: secs("STREAMAI_SHUTDOWN_GRACE_SECS", raw.shutdown_grace_secs)?,
+        max_stream: secs("STREAMAI_MAX_STREAM_SECS", raw.max_stream_secs)?,
+        finish_grace: Duration::from_millis(env_number(lookup, "STREAMAI_FINISH_GRACE_MS", raw.finish_grace_ms)?),
+        allowed_hosts,
+    })
+}
+
 fn build_provider<'a>(
     id: &str,
     raw: &RawProvider,
-    keys: Vec<SecretString>,
+    keys: Vec<ProviderKey>,
     lookup: &impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Provider, ConfigError> {
-    let models = raw
+    let mut models = raw
         .models
         .iter()
         .map(|m| {
@@ -323,9 +382,15 @@ fn build_provider<'a>(
                 id: m.id.clone(),
                 price: Price::new(price("input", &m.input)?, price("output", &m.output)?),
                 max_output_tokens: m.max_output_tokens,
+                context_tokens: m.context_tokens.max(m.max_output_tokens),
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
+    for free in free_models(id, lookup) {
+        if !models.iter().any(|m| m.id == free.id) {
+            models.push(free);
+        }
+    }
     let url_var = format!("{}_BASE_URL", id.to_uppercase());
     let base_url = lookup(&url_var).unwrap_or(&raw.base_url);
     if id != DEMO_PROVIDER && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
@@ -341,7 +406,6 @@ fn build_provider<'a>(
         label: raw.label.clone(),
         base_url: base_url.trim_end_matches('/').to_owned(),
         default_model: raw.default_model.clone(),
-        open_models: raw.open_models,
         models,
         keys,
     };
@@ -356,16 +420,42 @@ fn build_provider<'a>(
 }
 
 /// `{ID}_API_KEY`, then `{ID}_API_KEY_1`, `_2`, … until the first gap; duplicates dropped.
-fn keys_from_env<'a>(id: &str, lookup: &impl Fn(&str) -> Option<&'a str>) -> Vec<SecretString> {
+/// Each may name its account in `{ID}_API_KEY[_N]_ACCOUNT`.
+fn keys_from_env<'a>(id: &str, lookup: &impl Fn(&str) -> Option<&'a str>) -> Vec<ProviderKey> {
     let prefix = format!("{}_API_KEY", id.to_uppercase());
-    let mut seen: Vec<&str> = Vec::new();
-    let numbered = (1..).map_while(|n| lookup(&format!("{prefix}_{n}")));
-    for key in lookup(&prefix).into_iter().chain(numbered) {
-        if !seen.contains(&key) {
-            seen.push(key);
+    let numbered = (1..).map_while(|n| {
+        let var = format!("{prefix}_{n}");
+        lookup(&var).map(|key| (var, key))
+    });
+    let mut keys: Vec<ProviderKey> = Vec::new();
+    for (var, key) in lookup(&prefix).map(|k| (prefix.clone(), k)).into_iter().chain(numbered) {
+        if keys.iter().any(|k| k.secret.expose_secret() == key) {
+            continue;
         }
+        let account = lookup(&format!("{var}_ACCOUNT")).unwrap_or_default().to_owned();
+        keys.push(ProviderKey {
+            secret: SecretString::from(key),
+            account,
+        });
     }
-    seen.into_iter().map(SecretString::from).collect()
+    keys
+}
+
+/// Models the deployer declares free in `{ID}_FREE_MODELS` (comma-separated): served at
+/// price 0 although the settings do not list them (a local Ollama or vLLM).
+fn free_models<'a>(id: &str, lookup: &impl Fn(&str) -> Option<&'a str>) -> Vec<Model> {
+    let var = format!("{}_FREE_MODELS", id.to_uppercase());
+    let list = lookup(&var).unwrap_or_default();
+    list.split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| Model {
+            id: m.to_owned(),
+            price: Price::FREE,
+            max_output_tokens: 65535,
+            context_tokens: 131_072,
+        })
+        .collect()
 }
 
 fn env_number<'a, T: std::str::FromStr>(
@@ -391,7 +481,6 @@ fn model_ids(provider: &Provider) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     const SETTINGS: &str = include_str!("../../Leptos.toml");
 
@@ -444,7 +533,7 @@ mod tests {
         let keys: Vec<&str> = config.providers[0]
             .keys
             .iter()
-            .map(|k| k.expose_secret())
+            .map(|k| k.secret.expose_secret())
             .collect();
         assert_eq!(keys, ["k0", "k1", "k2"]);
         assert_eq!(config.default_provider, "deepseek");
@@ -457,6 +546,7 @@ mod tests {
             ("CUSTOM_BASE_URL", "http://127.0.0.1:9/v1/"),
             ("LLM_PROVIDER", "custom"),
             ("LLM_MODEL", "llama3"),
+            ("CUSTOM_FREE_MODELS", "llama3, phi3"),
             ("LLM_TIMEOUT_SECS", "5"),
         ])
         .unwrap();
@@ -468,6 +558,15 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_secs(5));
 
         let err = |vars: &[(&str, &str)]| config_err(vars);
+        // A custom model with no price and no free mark is refused.
+        assert!(matches!(
+            err(&[
+                ("CUSTOM_API_KEY", "x"),
+                ("LLM_PROVIDER", "custom"),
+                ("LLM_MODEL", "llama3")
+            ]),
+            ConfigError::UnknownModel { .. }
+        ));
         assert_eq!(
             err(&[("LLM_PROVIDER", "moonshot")]),
             ConfigError::UnknownProvider("moonshot".into())

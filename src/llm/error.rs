@@ -31,11 +31,18 @@ pub enum LlmError {
     #[error("所有 API 密钥都在限流冷却中，约 {} 秒后可用", .wait.as_secs().max(1))]
     KeysCooling { wait: Duration, cap: Duration },
 
-    /// 401/403: this key was refused. The next key is tried at once.
+    /// 401, or an explicit invalid-key error: this key was refused and is parked.
+    /// The next key is tried at once.
     #[error("API 密钥被拒绝（HTTP {status}）：{detail}")]
     KeyRejected { status: u16, detail: String },
 
-    /// The key is out of quota or balance (OpenAI `insufficient_quota`, DeepSeek 402).
+    /// 403: this account may not use this model (SiliconFlow: often real-name
+    /// verification). The request fails; the key stays in rotation.
+    #[error("模型服务拒绝了此请求（HTTP 403）：{detail}。此账号可能无权使用该模型（例如需要实名认证），请换一个模型")]
+    Forbidden { detail: String },
+
+    /// The key's account is out of quota or balance (OpenAI `insufficient_quota`,
+    /// DeepSeek 402).
     #[error("API 密钥额度已用尽：{detail}")]
     QuotaExhausted { detail: String },
 
@@ -52,6 +59,15 @@ pub enum LlmError {
 
     #[error("与模型服务的连接在输出中途断开")]
     Disconnected,
+
+    /// The provider sent something no valid stream contains (an oversized line or
+    /// error body).
+    #[error("模型服务返回的数据不符合协议：{0}")]
+    Protocol(String),
+
+    /// The answer streamed longer than the configured cap.
+    #[error("回答超过了单次最长 {0} 秒的上限，已停止")]
+    TooLong(u64),
 
     #[error("服务器正在关闭，本次回答已中止")]
     Shutdown,
@@ -81,8 +97,11 @@ impl LlmError {
             LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. } => true,
             LlmError::Api { status, .. } => is_retryable_status(*status),
             LlmError::IdleTimeout(_)
+            | LlmError::Forbidden { .. }
             | LlmError::NoUsableKey
             | LlmError::InStream(_)
+            | LlmError::Protocol(_)
+            | LlmError::TooLong(_)
             | LlmError::Shutdown => false,
         }
     }
@@ -104,9 +123,14 @@ impl LlmError {
             LlmError::KeyRejected { .. }
             | LlmError::QuotaExhausted { .. }
             | LlmError::NoUsableKey => ErrorCode::AuthFailed,
-            LlmError::FirstTokenTimeout(_) | LlmError::IdleTimeout(_) => ErrorCode::Timeout,
+            LlmError::FirstTokenTimeout(_) | LlmError::IdleTimeout(_) | LlmError::TooLong(_) => {
+                ErrorCode::Timeout
+            }
             LlmError::Connect(_) | LlmError::Disconnected => ErrorCode::Disconnected,
-            LlmError::Api { .. } | LlmError::InStream(_) => ErrorCode::Upstream,
+            LlmError::Api { .. } | LlmError::InStream(_) | LlmError::Forbidden { .. } => {
+                ErrorCode::Upstream
+            }
+            LlmError::Protocol(_) => ErrorCode::Protocol,
             LlmError::Shutdown => ErrorCode::Shutdown,
         }
     }
@@ -115,7 +139,10 @@ impl LlmError {
     pub fn user_may_retry(&self) -> bool {
         !matches!(
             self,
-            LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. } | LlmError::NoUsableKey
+            LlmError::KeyRejected { .. }
+                | LlmError::QuotaExhausted { .. }
+                | LlmError::NoUsableKey
+                | LlmError::Forbidden { .. }
         )
     }
 

@@ -1,48 +1,51 @@
-//! The key ring: several API keys of one provider, used round-robin. A key that got a 429
-//! cools down until its `Retry-After`; a key refused (401/403) or out of quota is parked.
+//! The key ring: several API keys of one provider, used round-robin to spread load.
+//!
+//! Chinese providers rate-limit per *account*, not per key (SiliconFlow, DashScope and
+//! Hunyuan say so), so a 429 cools the whole account of the key that got it: by default
+//! every key of a provider shares one account and one cooldown, and rotation never
+//! dodges a 429. Keys labelled with different accounts (`{ID}_API_KEY_N_ACCOUNT`) cool
+//! apart, so a retry may go at once to another account's key. A key refused as invalid
+//! (401) is parked alone; an account out of balance is parked whole.
 //! Keys never leave this module except into the `Authorization` header; everything
 //! else names a key by its id, `key#1`, `key#2`, ….
 
 use std::sync::Mutex;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::time::Instant;
+
+use super::config::ProviderKey;
 
 /// Why no key can be used right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoKey {
-    /// Some key is only cooling down after a 429; the first is free again at this instant.
+    /// Some account is only cooling down after a 429; the first is free at this instant.
     CoolingUntil(Instant),
-    /// Every key was refused or is out of quota.
+    /// Every key was refused or its account is out of balance.
     AllParked,
-}
-
-/// Why a key rests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rest {
-    /// Rate limited: it will be usable again soon.
-    Cooling,
-    /// Refused (401/403) or out of quota: left alone for a long while.
-    Parked,
 }
 
 #[derive(Debug)]
 pub struct KeyRing {
-    keys: Vec<SecretString>,
+    keys: Vec<ProviderKey>,
+    /// Per key: the index of its account in `RingState::account_cooling`.
+    account_of: Vec<usize>,
     state: Mutex<RingState>,
 }
 
 #[derive(Debug)]
 struct RingState {
     next: usize,
-    /// Per key: not to be used before this instant, and why.
-    resting_until: Vec<Option<(Instant, Rest)>>,
+    /// Per key: parked (refused, or its account out of balance) until this instant.
+    parked_until: Vec<Option<Instant>>,
+    /// Per account: rate limited until this instant.
+    account_cooling: Vec<Option<Instant>>,
 }
 
 /// Masked forms for the settings page: `key#1 ••••3f9a` (last four of long keys only).
-pub fn mask_all(keys: &[SecretString]) -> Vec<String> {
-    let mask = |(index, key): (usize, &SecretString)| {
-        let chars: Vec<char> = key.expose_secret().chars().collect();
+pub fn mask_all(keys: &[ProviderKey]) -> Vec<String> {
+    let mask = |(index, key): (usize, &ProviderKey)| {
+        let chars: Vec<char> = key.secret.expose_secret().chars().collect();
         if chars.len() >= 16 {
             let tail: String = chars[chars.len() - 4..].iter().collect();
             format!("{} ••••{tail}", key_id(index))
@@ -59,83 +62,108 @@ pub fn key_id(index: usize) -> String {
 }
 
 impl KeyRing {
-    pub fn new(keys: Vec<SecretString>) -> Self {
+    pub fn new(keys: Vec<ProviderKey>) -> Self {
+        let mut accounts: Vec<&str> = Vec::new();
+        let account_of = keys
+            .iter()
+            .map(|key| match accounts.iter().position(|a| *a == key.account) {
+                Some(index) => index,
+                None => {
+                    accounts.push(&key.account);
+                    accounts.len() - 1
+                }
+            })
+            .collect();
         let state = RingState {
             next: 0,
-            resting_until: vec![None; keys.len()],
+            parked_until: vec![None; keys.len()],
+            account_cooling: vec![None; accounts.len()],
         };
         KeyRing {
             keys,
+            account_of,
             state: Mutex::new(state),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The next usable key in round-robin order, skipping resting keys.
+    /// The next usable key in round-robin order, skipping parked keys and keys whose
+    /// account is cooling down.
     pub fn acquire(&self, now: Instant) -> Result<usize, NoKey> {
         let mut state = self.lock();
         let count = self.keys.len();
         for offset in 0..count {
             let index = (state.next + offset) % count;
-            if state.resting_until[index].is_none_or(|(until, _)| until <= now) {
-                state.resting_until[index] = None;
+            if self.ready(&state, index, now) {
                 state.next = (index + 1) % count;
                 return Ok(index);
             }
         }
-        let cooling = state
-            .resting_until
-            .iter()
-            .flatten()
-            .filter(|(_, why)| *why == Rest::Cooling);
-        match cooling.map(|(until, _)| *until).min() {
-            Some(soonest) => Err(NoKey::CoolingUntil(soonest)),
-            None => Err(NoKey::AllParked),
-        }
+        self.why_none(&state, now)
     }
 
     /// True when some key could be used at `now` (nothing is taken).
     pub fn has_ready(&self, now: Instant) -> bool {
         let state = self.lock();
-        state
-            .resting_until
-            .iter()
-            .any(|rest| rest.is_none_or(|(t, _)| t <= now))
+        (0..self.keys.len()).any(|index| self.ready(&state, index, now))
     }
 
-    /// Rests key `index` until `until` (a 429's Retry-After, or a refusal's parking time).
+    /// A 429 on key `index`: its whole account rests until `until`.
     /// A shorter rest never shortens a longer one.
-    pub fn rest(&self, index: usize, until: Instant, why: Rest) {
+    pub fn cool_account(&self, index: usize, until: Instant) {
         let mut state = self.lock();
-        let slot = &mut state.resting_until[index];
-        *slot = match *slot {
-            Some((current, current_why)) if current >= until => Some((current, current_why)),
-            _ => Some((until, why)),
-        };
+        let slot = &mut state.account_cooling[self.account_of[index]];
+        *slot = Some(slot.map_or(until, |current| current.max(until)));
+    }
+
+    /// Key `index` was refused as invalid: it alone rests until `until`.
+    pub fn park_key(&self, index: usize, until: Instant) {
+        let mut state = self.lock();
+        let slot = &mut state.parked_until[index];
+        *slot = Some(slot.map_or(until, |current| current.max(until)));
+    }
+
+    /// Key `index`'s account is out of balance: every key of it rests until `until`.
+    pub fn park_account(&self, index: usize, until: Instant) {
+        let account = self.account_of[index];
+        for key in 0..self.keys.len() {
+            if self.account_of[key] == account {
+                self.park_key(key, until);
+            }
+        }
     }
 
     /// The secret itself, for the `Authorization` header only.
     pub(crate) fn secret(&self, index: usize) -> &str {
-        self.keys[index].expose_secret()
+        self.keys[index].secret.expose_secret()
     }
 
     /// Replaces any key that appears in `text` (an upstream error message may echo it).
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for (index, key) in self.keys.iter().enumerate() {
-            let key = key.expose_secret();
+            let key = key.secret.expose_secret();
             if key.len() >= 4 && out.contains(key) {
                 out = out.replace(key, &key_id(index));
             }
         }
         out
+    }
+
+    fn ready(&self, state: &RingState, index: usize, now: Instant) -> bool {
+        let free = |slot: Option<Instant>| slot.is_none_or(|until| until <= now);
+        free(state.parked_until[index]) && free(state.account_cooling[self.account_of[index]])
+    }
+
+    /// No key is ready: wait for the soonest cooling account whose keys are not parked.
+    fn why_none(&self, state: &RingState, now: Instant) -> Result<usize, NoKey> {
+        let soonest = (0..self.keys.len())
+            .filter(|&index| state.parked_until[index].is_none_or(|until| until <= now))
+            .filter_map(|index| state.account_cooling[self.account_of[index]])
+            .min();
+        match soonest {
+            Some(until) => Err(NoKey::CoolingUntil(until)),
+            None => Err(NoKey::AllParked),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
@@ -149,75 +177,94 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
     use std::time::Duration;
 
-    fn keys(n: usize) -> Vec<SecretString> {
-        (0..n)
-            .map(|i| SecretString::from(format!("sk-test-key-number-{i}")))
+    /// Keys `sk-test-key-number-N`, in the accounts given (one letter per key).
+    fn keys(accounts: &str) -> Vec<ProviderKey> {
+        accounts
+            .chars()
+            .enumerate()
+            .map(|(i, account)| ProviderKey {
+                secret: SecretString::from(format!("sk-test-key-number-{i}")),
+                account: account.to_string(),
+            })
             .collect()
     }
 
-    fn ring(n: usize) -> KeyRing {
-        KeyRing::new(keys(n))
+    fn ring(accounts: &str) -> KeyRing {
+        KeyRing::new(keys(accounts))
+    }
+
+    fn take(ring: &KeyRing, now: Instant, n: usize) -> Vec<usize> {
+        (0..n).map(|_| ring.acquire(now).unwrap()).collect()
     }
 
     #[test]
     fn round_robin_order() {
-        let ring = ring(3);
-        let now = Instant::now();
-        let order: Vec<usize> = (0..7).map(|_| ring.acquire(now).unwrap()).collect();
-        assert_eq!(order, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(take(&ring("aaa"), Instant::now(), 7), [0, 1, 2, 0, 1, 2, 0]);
     }
 
     #[test]
-    fn resting_keys_are_skipped_until_they_wake() {
-        let ring = ring(3);
+    fn a_429_cools_the_whole_account() {
+        let ring = ring("aaa");
         let now = Instant::now();
-        ring.rest(1, now + Duration::from_secs(5), Rest::Cooling);
-        let order: Vec<usize> = (0..4).map(|_| ring.acquire(now).unwrap()).collect();
-        assert_eq!(order, [0, 2, 0, 2]);
-        let later = now + Duration::from_secs(5);
-        let order: Vec<usize> = (0..3).map(|_| ring.acquire(later).unwrap()).collect();
-        assert_eq!(order, [0, 1, 2]);
-    }
-
-    #[test]
-    fn all_resting_reports_the_soonest() {
-        let ring = ring(2);
-        let now = Instant::now();
-        ring.rest(0, now + Duration::from_secs(9), Rest::Cooling);
-        ring.rest(1, now + Duration::from_secs(4), Rest::Cooling);
+        ring.cool_account(1, now + Duration::from_secs(2));
         assert!(!ring.has_ready(now));
         assert_eq!(
             ring.acquire(now),
-            Err(NoKey::CoolingUntil(now + Duration::from_secs(4)))
+            Err(NoKey::CoolingUntil(now + Duration::from_secs(2)))
         );
-        // A shorter rest never shortens a longer one.
-        ring.rest(0, now + Duration::from_secs(1), Rest::Cooling);
-        assert_eq!(ring.acquire(now + Duration::from_secs(4)), Ok(1));
+        assert_eq!(take(&ring, now + Duration::from_secs(2), 3), [0, 1, 2]);
+    }
+
+    #[test]
+    fn other_accounts_stay_ready() {
+        let ring = ring("aab");
+        let now = Instant::now();
+        ring.cool_account(0, now + Duration::from_secs(5));
+        assert_eq!(take(&ring, now, 3), [2, 2, 2]);
+        ring.cool_account(2, now + Duration::from_secs(3));
+        // A shorter rest never shortens a longer one; the soonest account is reported.
+        ring.cool_account(0, now + Duration::from_secs(1));
+        assert_eq!(
+            ring.acquire(now),
+            Err(NoKey::CoolingUntil(now + Duration::from_secs(3)))
+        );
     }
 
     #[test]
     fn parked_keys_are_not_waited_for() {
-        let ring = ring(2);
+        let ring = ring("ab");
         let now = Instant::now();
-        ring.rest(0, now + Duration::from_secs(300), Rest::Parked);
-        ring.rest(1, now + Duration::from_secs(300), Rest::Parked);
+        ring.park_key(0, now + Duration::from_secs(300));
+        assert_eq!(take(&ring, now, 2), [1, 1]);
+        ring.park_account(1, now + Duration::from_secs(300));
         assert_eq!(ring.acquire(now), Err(NoKey::AllParked));
-        ring.rest(1, now + Duration::from_secs(400), Rest::Cooling);
-        assert_eq!(
-            ring.acquire(now),
-            Err(NoKey::CoolingUntil(now + Duration::from_secs(400)))
-        );
+        // A cooling account whose only key is parked is not worth waiting for either.
+        ring.cool_account(1, now + Duration::from_secs(5));
+        assert_eq!(ring.acquire(now), Err(NoKey::AllParked));
+    }
+
+    #[test]
+    fn out_of_balance_parks_the_account() {
+        let ring = ring("aab");
+        let now = Instant::now();
+        ring.park_account(1, now + Duration::from_secs(300));
+        assert_eq!(take(&ring, now, 2), [2, 2]);
     }
 
     #[test]
     fn keys_are_redacted_and_masked() {
-        let ring = ring(2);
+        let ring = ring("aa");
         let text = "Incorrect API key provided: sk-test-key-number-1.";
         assert_eq!(ring.redact(text), "Incorrect API key provided: key#2.");
-        assert_eq!(mask_all(&keys(2)), ["key#1 ••••er-0", "key#2 ••••er-1"]);
-        assert_eq!(mask_all(&[SecretString::from("short")]), ["key#1 ••••"]);
+        assert_eq!(mask_all(&keys("aa")), ["key#1 ••••er-0", "key#2 ••••er-1"]);
+        let short = ProviderKey {
+            secret: SecretString::from("short"),
+            account: String::new(),
+        };
+        assert_eq!(mask_all(&[short]), ["key#1 ••••"]);
         assert!(!format!("{ring:?}").contains("sk-test"));
     }
 }

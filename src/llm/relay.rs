@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use super::client::{LlmClient, Shutdown};
+use super::client::{later, millis, LlmClient, RetryWait, Shutdown};
 use super::cost::Price;
 use super::error::LlmError;
 use super::keys::key_id;
@@ -68,56 +69,87 @@ async fn relay(
     if tx.send(start).await.is_err() {
         return session.cancelled();
     }
+    match drive(&client, &job, &mut session, &tx, &mut shutdown).await {
+        End::Finished => session.done(&tx).await,
+        End::Failed(err) => session.fail(&client, &job, &tx, err).await,
+        End::ClientGone => session.cancelled(),
+    }
+}
 
+/// How a chat ended.
+enum End {
+    /// `[DONE]`, or the body ended (or fell silent) after a `finish_reason`.
+    Finished,
+    Failed(LlmError),
+    /// The browser went away or stopped reading.
+    ClientGone,
+}
+
+/// Opens the provider stream and relays it into `session` until it ends.
+async fn drive(
+    client: &LlmClient,
+    job: &ChatJob,
+    session: &mut Session,
+    tx: &mpsc::Sender<Frame>,
+    shutdown: &mut Shutdown,
+) -> End {
+    let config = client.config();
+    let limits = &config.limits;
+    let deadline = later(session.started, limits.max_stream);
+    let too_long = || End::Failed(LlmError::TooLong(limits.max_stream.as_secs()));
     let (opened, attempts) = tokio::select! {
         biased;
-        () = tx.closed() => return session.cancelled(),
-        () = shutdown_requested(&mut shutdown) => return session.fail(&client, &job, &tx, LlmError::Shutdown).await,
-        opened = client.open_with_retry(&job, &tx) => opened,
+        () = tx.closed() => return End::ClientGone,
+        () = shutdown_requested(shutdown) => return End::Failed(LlmError::Shutdown),
+        () = tokio::time::sleep_until(deadline) => return too_long(),
+        opened = client.open_with_retry(job, |wait| announce_retry(tx, wait)) => opened,
     };
     tracing::Span::current().record("attempts", attempts);
     let mut upstream = match opened {
         Ok(opened) => opened,
-        Err(err) => return session.fail(&client, &job, &tx, err).await,
+        Err(err) => return End::Failed(err),
     };
     tracing::Span::current().record("key_id", key_id(upstream.key));
 
-    let idle = client.config().timeout;
     let mut pending = std::mem::take(&mut upstream.head).into_iter();
     loop {
+        // After `finish_reason` only usage and `[DONE]` may follow: a provider that
+        // keeps the connection open in silence gets a short grace, not the idle timeout.
+        let finished = session.finish_reason.is_some();
+        let silence = if finished { limits.finish_grace } else { config.timeout };
         let event = match pending.next() {
             Some(event) => Ok(Some(event)),
             None => tokio::select! {
                 biased;
-                () = tx.closed() => return session.cancelled(),
-                () = shutdown_requested(&mut shutdown) => return session.fail(&client, &job, &tx, LlmError::Shutdown).await,
-                next = tokio::time::timeout(idle, upstream.body.next_event()) => {
-                    next.unwrap_or(Err(LlmError::IdleTimeout(idle.as_secs())))
-                }
+                () = tx.closed() => return End::ClientGone,
+                () = shutdown_requested(shutdown) => return End::Failed(LlmError::Shutdown),
+                () = tokio::time::sleep_until(deadline) => return too_long(),
+                next = tokio::time::timeout(silence, upstream.body.next_event()) => match next {
+                    Ok(next) => next,
+                    Err(_) if finished => Ok(None),
+                    Err(_) => Err(LlmError::IdleTimeout(silence.as_secs())),
+                },
             },
         };
         match event {
-            Ok(Some(UpstreamEvent::Done)) => return session.done(&tx).await,
-            Ok(None) if session.finish_reason.is_some() => return session.done(&tx).await,
-            Ok(None) => {
-                return session
-                    .fail(&client, &job, &tx, LlmError::Disconnected)
-                    .await
-            }
+            Ok(Some(UpstreamEvent::Done)) => return End::Finished,
+            Ok(None) if finished => return End::Finished,
+            Ok(None) => return End::Failed(LlmError::Disconnected),
             Ok(Some(UpstreamEvent::Error(message))) => {
-                let message = client.redact(&job.provider, &message);
-                return session
-                    .fail(&client, &job, &tx, LlmError::InStream(message))
-                    .await;
+                return End::Failed(LlmError::InStream(client.redact(&job.provider, &message)))
             }
             Ok(Some(event)) => {
-                if let Some(frame) = session.apply(event) {
-                    if tx.send(frame).await.is_err() {
-                        return session.cancelled();
+                let Some(frame) = session.apply(event) else {
+                    continue;
+                };
+                if let Err(err) = tx.send_timeout(frame, limits.client_stall).await {
+                    if matches!(err, SendTimeoutError::Timeout(_)) {
+                        tracing::info!("client stopped reading: dropping it");
                     }
+                    return End::ClientGone;
                 }
             }
-            Err(err) => return session.fail(&client, &job, &tx, err).await,
+            Err(err) => return End::Failed(err),
         }
     }
 }
@@ -145,7 +177,7 @@ impl Session {
             reasoning: String::new(),
             finish_reason: None,
             provider_usage: None,
-            prompt_estimate: tokens::count_prompt(&job.messages),
+            prompt_estimate: job.prompt_tokens,
             price: job.model.price,
         }
     }
@@ -265,7 +297,7 @@ impl Session {
         if let Some(cost) = &cost {
             span.record("cost", cost.total.as_str());
         }
-        tracing::warn!(code = ?err.code(), after_text = self.has_text(), "chat failed: {message}");
+        tracing::warn!(code = ?err.code(), after_text = self.has_text(), "chat failed: {}", message.escape_debug());
         let frame = Frame::Error {
             code: err.code(),
             message,
@@ -305,8 +337,14 @@ fn usage_source(usage: &Usage) -> &'static str {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// Tells the browser how long we wait before the next attempt (the real wait).
+fn announce_retry(tx: &mpsc::Sender<Frame>, wait: RetryWait) {
+    let _ = tx.try_send(Frame::Retry {
+        attempt: wait.attempt,
+        max_retries: wait.max_retries,
+        wait_ms: millis(wait.wait),
+        reason: wait.reason,
+    });
 }
 
 /// Resolves once shutdown has been requested; never, if it cannot be any more.
@@ -338,12 +376,14 @@ mod tests {
                 id: "m".into(),
                 price: Price::new(2_000_000, 3_000_000),
                 max_output_tokens: 100,
+                context_tokens: 1000,
             },
             messages: vec![],
             temperature: 0.8,
             top_p: None,
             max_tokens: 100,
             seed: None,
+            prompt_tokens: 7,
         };
         Session::new(&job)
     }

@@ -15,6 +15,8 @@ pub struct ChatJob {
     pub top_p: Option<f32>,
     pub max_tokens: u32,
     pub seed: Option<i64>,
+    /// Our tiktoken count of the prompt, made once (off the async workers).
+    pub prompt_tokens: u32,
 }
 
 fn reject(code: &str, field: Option<String>, message: String) -> Rejection {
@@ -32,14 +34,14 @@ pub fn parse_body(bytes: &[u8]) -> Result<ChatRequest, Rejection> {
         reject(
             "invalid_json",
             None,
-            format!("request body is not valid JSON: {err}"),
+            format!("请求体不是合法的 JSON：{err}"),
         )
     })?;
     let Some(messages) = value.get("messages") else {
         return Err(reject(
             "no_messages",
             Some("messages".into()),
-            "messages is required".into(),
+            "缺少 messages 字段".into(),
         ));
     };
     if let Some(list) = messages.as_array() {
@@ -50,7 +52,8 @@ pub fn parse_body(bytes: &[u8]) -> Result<ChatRequest, Rejection> {
                     "unknown_role",
                     Some(format!("messages[{index}].role")),
                     format!(
-                        "messages[{index}].role {role:?} is not one of system, user, assistant"
+                        "messages[{index}].role 为 {:?}，只能是 system、user 或 assistant",
+                        role.escape_debug().to_string()
                     ),
                 ));
             }
@@ -60,7 +63,7 @@ pub fn parse_body(bytes: &[u8]) -> Result<ChatRequest, Rejection> {
         reject(
             "invalid_request",
             None,
-            format!("request body does not match the schema: {err}"),
+            format!("请求体的字段不符合要求：{err}"),
         )
     })
 }
@@ -71,7 +74,18 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         return Err(reject(
             "no_messages",
             Some("messages".into()),
-            "messages must not be empty".into(),
+            "messages 不能为空".into(),
+        ));
+    }
+    let max_messages = config.limits.max_messages;
+    if request.messages.len() > max_messages {
+        return Err(reject(
+            "too_many_messages",
+            Some("messages".into()),
+            format!(
+                "一次请求最多 {max_messages} 条消息，收到 {} 条；请开始新对话或删减历史",
+                request.messages.len()
+            ),
         ));
     }
     if let Some(index) = request
@@ -82,7 +96,7 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         return Err(reject(
             "empty_content",
             Some(format!("messages[{index}].content")),
-            format!("messages[{index}].content is empty"),
+            format!("messages[{index}].content 为空"),
         ));
     }
     let provider_id = request
@@ -95,7 +109,8 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
             "unknown_provider",
             Some("provider".into()),
             format!(
-                "provider {provider_id:?} is not available (available: {})",
+                "服务商 {:?} 不可用（可用：{}）",
+                provider_id.escape_debug().to_string(),
                 known.join(", ")
             ),
         ));
@@ -107,8 +122,9 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
             "unknown_model",
             Some("model".into()),
             format!(
-                "model {model_id:?} is not offered by {} (offered: {})",
+                "{} 不提供模型 {:?}（可用：{}）",
                 provider.id,
+                model_id.escape_debug().to_string(),
                 known.join(", ")
             ),
         ));
@@ -118,7 +134,7 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         return Err(reject(
             "invalid_temperature",
             Some("temperature".into()),
-            format!("temperature must be between 0 and 2, got {temperature}"),
+            format!("temperature 必须在 0 到 2 之间，收到 {temperature}"),
         ));
     }
     if let Some(top_p) = request.top_p {
@@ -126,7 +142,7 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
             return Err(reject(
                 "invalid_top_p",
                 Some("top_p".into()),
-                format!("top_p must be greater than 0 and at most 1, got {top_p}"),
+                format!("top_p 必须大于 0 且不超过 1，收到 {top_p}"),
             ));
         }
     }
@@ -136,8 +152,8 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
                 "invalid_max_tokens",
                 Some("max_tokens".into()),
                 format!(
-                    "max_tokens must be between 1 and {} for {}, got {n}",
-                    model.max_output_tokens, model.id
+                    "{} 的 max_tokens 必须在 1 到 {} 之间，收到 {n}",
+                    model.id, model.max_output_tokens
                 ),
             ));
         }
@@ -153,7 +169,28 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         top_p: request.top_p,
         max_tokens,
         seed: request.seed.or(config.defaults.seed),
+        prompt_tokens: 0,
     })
+}
+
+/// Fits a job whose prompt counts `prompt_tokens` into its model's context window: a
+/// prompt larger than the window is refused; otherwise the answer's `max_tokens` shrinks
+/// to the room left, so the provider never refuses the request for its length.
+pub fn fit_context(mut job: ChatJob, prompt_tokens: u32) -> Result<ChatJob, Rejection> {
+    let window = job.model.context_tokens;
+    if prompt_tokens >= window {
+        return Err(reject(
+            "context_too_long",
+            Some("messages".into()),
+            format!(
+                "对话约 {prompt_tokens} 个 token，超过了模型 {} 的上下文窗口（{window} token）；请开始新对话或删减历史",
+                job.model.id
+            ),
+        ));
+    }
+    job.prompt_tokens = prompt_tokens;
+    job.max_tokens = job.max_tokens.min(window - prompt_tokens);
+    Ok(job)
 }
 
 #[cfg(test)]
@@ -240,6 +277,27 @@ mod tests {
             "unknown_model",
             Some("model"),
         );
+    }
+
+    #[test]
+    fn limits_on_messages_and_context() {
+        let one = r#"{"role":"user","content":"hi"}"#;
+        let many = vec![one; 201].join(",");
+        check_rejected(
+            &format!(r#"{{"messages":[{many}]}}"#),
+            "too_many_messages",
+            Some("messages"),
+        );
+        let job = |max_tokens| {
+            let body = format!(r#"{{"messages":{HI},"max_tokens":{max_tokens}}}"#);
+            resolve(&config(), parse_body(body.as_bytes()).unwrap()).unwrap()
+        };
+        // deepseek-chat: 131072 tokens of context.
+        let err = fit_context(job(100), 131_072).unwrap_err();
+        assert_eq!(err.code, "context_too_long");
+        assert!(err.message.contains("131072"), "{}", err.message);
+        assert_eq!(fit_context(job(8192), 130_000).unwrap().max_tokens, 1072);
+        assert_eq!(fit_context(job(8192), 1000).unwrap().max_tokens, 8192);
     }
 
     #[test]

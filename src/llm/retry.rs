@@ -40,9 +40,18 @@ pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
+/// The longest wait a `Retry-After` is taken at: beyond it, values are clamped, so that a
+/// hostile `10^19` seconds can never overflow a deadline.
+pub const RETRY_AFTER_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The wait a response asks for: `retry-after-ms` (OpenAI), else `Retry-After` as
 /// delta-seconds or an HTTP-date (RFC 9110 §10.2.3). A date in the past means "now".
+/// Clamped to [`RETRY_AFTER_CEILING`].
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    raw_retry_after(headers, now).map(|wait| wait.min(RETRY_AFTER_CEILING))
+}
+
+fn raw_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -51,12 +60,14 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     };
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
+            // `as` saturates: 1e300 ms becomes u64::MAX ms, clamped by the caller.
             return Some(Duration::from_millis(ms as u64));
         }
     }
     let value = header("retry-after")?;
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+        // More digits than a u64 holds is still "a very long time", not "no header".
+        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -95,6 +106,12 @@ mod tests {
             Some(1500),
         );
         check(&[("retry-after", "soon")], None);
+        // Absurd values are clamped, never overflow.
+        let day = Some(24 * 60 * 60 * 1000);
+        check(&[("retry-after", "10000000000000000000")], day);
+        check(&[("retry-after", "99999999999999999999999999")], day);
+        check(&[("retry-after-ms", "1e300")], day);
+        check(&[("retry-after", "-5")], None);
         check(&[], None);
     }
 

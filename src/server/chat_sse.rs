@@ -43,7 +43,11 @@ pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) 
             format!("request body is larger than the limit of {limit} bytes"),
         );
     };
-    let job = match parse_body(&bytes).and_then(|request| state.llm.resolve(request)) {
+    let request = match parse_body(&bytes) {
+        Ok(request) => request,
+        Err(rejection) => return rejected(StatusCode::BAD_REQUEST, rejection),
+    };
+    let job = match state.llm.resolve(request).await {
         Ok(job) => job,
         Err(rejection) => return rejected(StatusCode::BAD_REQUEST, rejection),
     };
@@ -75,6 +79,7 @@ fn reject(status: StatusCode, code: &str, field: Option<String>, message: String
 }
 
 fn rejected(status: StatusCode, rejection: Rejection) -> Response {
-    tracing::info!(code = %rejection.code, "request refused: {}", rejection.message);
+    // The message may quote what the client sent: escaped, it cannot forge a log line.
+    tracing::info!(code = %rejection.code, "request refused: {}", rejection.message.escape_debug());
     (status, Json(RejectBody { error: rejection })).into_response()
 }

@@ -129,7 +129,7 @@ async fn missing_usage_falls_back_to_tiktoken_and_cost_is_exact() {
     assert_eq!(cost.currency, "CNY");
     assert_eq!(finish_reason, "stop");
     assert!(timing.first_token_ms.is_some());
-    // `fake-model` on the custom provider is unlisted: price 0.
+    // `fake-model` is declared free by the deployer (CUSTOM_FREE_MODELS).
     assert_eq!(cost.total, "0");
 }
 
@@ -381,9 +381,13 @@ async fn refused_keys_rotate_and_rest() {
 }
 
 #[tokio::test]
-async fn a_rate_limited_key_cools_down_and_the_next_key_answers_at_once() {
+async fn a_rate_limited_account_cools_down_and_another_accounts_key_answers_at_once() {
     let keys = ["sk-busy-key-aaaaaaa1", "sk-good-key-bbbbbbb2"];
-    let h = harness(&keys, &[]).await;
+    let accounts = [
+        ("CUSTOM_API_KEY_1_ACCOUNT", "a"),
+        ("CUSTOM_API_KEY_2_ACCOUNT", "b"),
+    ];
+    let h = harness(&keys, &accounts).await;
     let first = h.ask("one [[fake:openai]]").await;
     assert_eq!(first.text(), ANSWER);
     let Frame::Retry { wait_ms, .. } = first.retries()[0] else {
@@ -417,7 +421,7 @@ async fn when_no_key_is_usable_the_error_says_so_without_the_key() {
 
 #[tokio::test]
 async fn bad_input_is_refused_before_streaming_with_its_reason() {
-    let h = harness(&[KEY], &[("LLM_MAX_BODY_BYTES", "4096")]).await;
+    let h = harness(&[KEY], &[("STREAMAI_MAX_BODY_BYTES", "4096")]).await;
     let hi = r#"[{"role":"user","content":"hi"}]"#;
     let cases: Vec<(String, u16, &str)> = vec![
         ("{not json".into(), 400, "invalid_json"),
@@ -559,6 +563,7 @@ async fn with_no_key_the_offline_demo_answers() {
         .resolve(
             serde_json::from_str(r#"{"messages":[{"role":"user","content":"你好"}]}"#).unwrap(),
         )
+        .await
         .unwrap();
     use futures::StreamExt;
     let frames: Vec<Frame> = state
