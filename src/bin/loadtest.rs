@@ -151,6 +151,7 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
         );
     }
     println!("times in ms; gap = time between consecutive chunks (the fake paces them); cores = server CPU seconds / wall seconds");
+    big_prompts_beside_streams(&http).await;
     ssr_latency(&http).await;
     if all_matched {
         ExitCode::SUCCESS
@@ -261,6 +262,50 @@ async fn one_stream(http: &reqwest::Client, prompt: &str, target: Target) -> Str
     result.ok = finished;
     result.text_matches = text == expected_text();
     result
+}
+
+/// Chunk gaps of 100 open streams, alone and while ten 1 MiB prompts arrive (five
+/// rounds): counting a large prompt's tokens must not stall the async workers.
+async fn big_prompts_beside_streams(http: &reqwest::Client) {
+    const STREAMS: usize = 100;
+    let (delay, ramp) = (50, Duration::from_micros(500));
+    let alone = run_level(http, STREAMS, delay, ramp, Target::Relay).await;
+    let prompts = tokio::spawn(send_big_prompts(http.clone()));
+    let beside = run_level(http, STREAMS, delay, ramp, Target::Relay).await;
+    let counted = prompts.await.unwrap_or_default();
+    let gaps = |rs: &[StreamResult]| {
+        percentiles(rs.iter().flat_map(|r| r.gaps.iter().copied()).collect())
+    };
+    let (a50, a99) = gaps(&alone);
+    let (b50, b99) = gaps(&beside);
+    let ok = |rs: &[StreamResult]| rs.iter().filter(|r| r.ok && r.text_matches).count();
+    println!(
+        "big prompts: {STREAMS} streams, gap p50/p99 alone {:.2}/{:.2} ms, beside {counted} 1 MiB prompts {:.2}/{:.2} ms (added {:+.2}/{:+.2} ms); byte-exact {}/{} and {}/{}",
+        ms(a50), ms(a99), ms(b50), ms(b99), ms(b50) - ms(a50), ms(b99) - ms(a99),
+        ok(&alone), STREAMS, ok(&beside), STREAMS,
+    );
+}
+
+/// Five rounds of ten concurrent ~1 MiB prompts; returns how many were answered (the
+/// server counts each one's tokens, then refuses it for the model's context window).
+async fn send_big_prompts(http: reqwest::Client) -> usize {
+    let clause = "第一条 甲方应当按照本合同约定的时间和方式支付价款。";
+    let content = clause.repeat(1_000_000 / clause.len());
+    let body = serde_json::json!({"messages": [{"role": "user", "content": content}]}).to_string();
+    let mut answered = 0;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let round = (0..10).map(|_| {
+            http.post(format!("http://{SERVER_ADDR}/api/chat/stream"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+        });
+        for response in futures::future::join_all(round).await {
+            answered += usize::from(response.is_ok_and(|r| r.status().is_client_error()));
+        }
+    }
+    answered
 }
 
 /// The server-rendered home page under 100 concurrent clients, 20 requests each.

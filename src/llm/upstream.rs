@@ -9,7 +9,17 @@ use futures::StreamExt;
 
 use super::error::LlmError;
 use super::wire::{parse_data, UpstreamEvent};
+use crate::sse::parser::{LimitExceeded, Part};
 use crate::sse::Parser;
+
+/// The protocol error's text, in the user's language.
+fn oversized(exceeded: LimitExceeded) -> String {
+    let part = match exceeded.part {
+        Part::Line => "一行",
+        Part::Event => "一个事件",
+    };
+    format!("上游的{part}超过 {} KiB", exceeded.limit / 1024)
+}
 
 pub struct UpstreamStream {
     body: BoxStream<'static, Result<Bytes, reqwest::Error>>,
@@ -33,12 +43,16 @@ impl UpstreamStream {
     }
 
     /// The next event; `Ok(None)` when the body has ended. A broken connection is
-    /// [`LlmError::Disconnected`]. A data line that is not valid JSON is skipped and
+    /// [`LlmError::Disconnected`]; a line or event over the parser's 1 MiB limit is
+    /// [`LlmError::Protocol`] (after the events completed before it). A data line that is not valid JSON is skipped and
     /// logged: one bad line must not cost the user the rest of the answer.
     pub async fn next_event(&mut self) -> Result<Option<UpstreamEvent>, LlmError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
+            }
+            if let Some(exceeded) = self.parser.failed() {
+                return Err(LlmError::Protocol(oversized(exceeded)));
             }
             if self.ended {
                 return Ok(None);
