@@ -1,11 +1,12 @@
 //! The fake OpenAI-compatible provider as a standalone process, for the browser tests
-//! and the load benchmark. Run with:
+//! and the load benchmark, in scripted mode: `[[fake:…]]` markers are honoured, and
+//! requests without one get the default scenario. Run with:
 //! `cargo run --features ssr --bin fake-upstream -- 127.0.0.1:3199 [default-scenario]`
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use streamai::fake_upstream::FakeUpstream;
+use streamai::fake_upstream::{FakeUpstream, Mode};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -20,7 +21,7 @@ async fn main() -> ExitCode {
         eprintln!("fake-upstream: refusing to listen on {addr}: loopback only");
         return ExitCode::from(2);
     }
-    match FakeUpstream::start(addr, &scenario).await {
+    match FakeUpstream::start(addr, Mode::Scripted(scenario)).await {
         Ok(fake) => {
             println!("fake upstream listening on {}", fake.base_url());
             let _ = tokio::signal::ctrl_c().await;

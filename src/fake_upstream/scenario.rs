@@ -2,16 +2,40 @@
 //! a status, headers, and a script of writes, pauses and breaks.
 //!
 //! Marker grammar, in the last user message: `[[fake:SHAPE OPTION OPTION=VALUE …]]`.
+//! Markers are honoured only when the fake runs as the tests' or benchmarks' upstream
+//! ([`super::Mode::Scripted`]); the offline demo ignores them.
 //! Shapes: `openai`, `deepseek`, `reasoner`, `siliconflow`, `dashscope`, `ark`,
-//! `hunyuan`, `demo`. Options:
-//! - `crlf` — CRLF line endings; `split` — every event written in 5-byte pieces (so
-//!   `data:` lines and UTF-8 characters are cut across reads);
+//! `hunyuan`, `demo`; a marker that starts with an option (`[[fake:status=500]]`) is
+//! `openai`. Options:
+//! - `crlf` — CRLF line endings; `split` — every write in 5-byte pieces (so `data:` lines
+//!   and UTF-8 characters are cut across reads);
 //! - `delay=MS` — pause before each chunk; `chunks=N` — a long answer of N chunks;
-//!   `keepalive=N` — N `: keep-alive` comments before the first chunk; `no_usage`;
-//!   `answer=xss` — an answer carrying HTML and a `javascript:` link;
-//! - `status=CODE` (+ `times=N`: only the first N attempts; `html`: an HTML body) with
-//!   `retry_after=S`, `retry_after_date=S`, `retry_after_ms=MS`;
+//!   `keepalive=N` — N `: keep-alive` comments before the first chunk, each after
+//!   `keepalive_every=MS`; `no_usage`; `answer=xss` — an answer carrying HTML and a
+//!   `javascript:` link;
+//! - `status=CODE` (400–599, anything else is 500; + `times=N`: only the first N attempts;
+//!   `html`: an HTML body) with `retry_after=S`, `retry_after_date=S`, `retry_after_ms=MS`,
+//!   or any header text at all: `retry_after_raw=TEXT`, `retry_after_ms_raw=TEXT` (sent
+//!   verbatim after `%XX` decoding, so `%20` is a space; e.g.
+//!   `retry_after_raw=10000000000000000000`, `retry_after_raw=soon`);
 //! - `drop_after=N`, `stall_after=N`, `error_after=N` (after N text chunks), `malformed`.
+//!
+//! Misbehaving providers (the hardening tests):
+//! - `hugeline=BYTES` — after `huge_after=N` text chunks (default 0), one `data:` line of
+//!   BYTES bytes (counted from `data:`) that never ends: no line ending, then silence;
+//! - `hugeevent=BYTES` — the same place, `data:` lines of 1 KiB (1,024 bytes with their
+//!   LF) adding up to at least BYTES bytes, and never the blank line that ends the event;
+//! - `errbody=STATUS:BYTES` (or `errbody=BYTES`, status 500) — an error response whose JSON
+//!   body is exactly BYTES bytes (at least its ~60-byte frame) and ends with
+//!   `, key: KEY"}}`: the request's bearer key ends 3 bytes before the end of the body, so
+//!   a reader that truncates before it redacts can be caught. It takes `times` and the
+//!   `retry_after*` options like `status`;
+//! - `linger` — the last byte is followed by silence on an open connection: a stream sends
+//!   its `finish_reason` chunk (and usage chunk) but never `[DONE]`, an error body never
+//!   ends.
+//!
+//! Every number is bounded, so a marker cannot make the fake allocate gigabytes or wait
+//! for ever: a larger value (even one too large for a u64) counts as the maximum below.
 //!
 //! Keys steer refusals whatever the marker: a key containing `bad` gets 401 (its message
 //! echoes the key, as OpenAI's does), `broke` gets 429 `insufficient_quota`, `busy` gets
@@ -22,6 +46,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use serde_json::{json, Value};
+
+/// The most chunks `chunks=N` streams (the rendering benchmark asks for 10,000).
+pub const MAX_CHUNKS: u64 = 20_000;
+/// The longest pause `delay=MS` and `keepalive_every=MS` make, in milliseconds.
+pub const MAX_DELAY_MS: u64 = 60_000;
+/// The most comments `keepalive=N` sends.
+pub const MAX_KEEPALIVES: u64 = 10_000;
+/// The most bytes `hugeline`, `hugeevent` and `errbody` write: 16 MiB.
+pub const MAX_BYTES: u64 = 16 << 20;
+/// The furthest `retry_after_date=S` reaches, in seconds (about 31 years; an HTTP-date
+/// cannot go past the year 9999). Larger waits are `retry_after=S` or `retry_after_raw`.
+pub const MAX_RETRY_DATE_SECS: u64 = 1_000_000_000;
 
 /// The answer every shape streams unless told otherwise: Chinese, emoji, a code fence.
 pub const ANSWER: &str = "你好！这是来自模拟上游的回答。😀\n\n\
@@ -34,6 +70,9 @@ pub const XSS_ANSWER: &str = "看这张图：<img src=x onerror=\"window.__xss='
 
 /// What `reasoner` thinks before it answers.
 pub const REASONING: &str = "用户在打招呼。我应该礼貌地回应，并给出一个代码示例。";
+
+/// Filler for the huge writes, shared by every response instead of allocated for each.
+static FILLER: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
 /// One step of the script.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +90,8 @@ pub struct Plan {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub actions: Vec<Action>,
+    /// Play every write in 5-byte pieces, 1 ms apart (option `split`).
+    pub split: bool,
 }
 
 /// A parsed marker.
@@ -82,10 +123,59 @@ fn last_user_content(request: &Value) -> Option<&str> {
     last_user.get("content")?.as_str()
 }
 
+/// The largest value each numeric option may take; `None` for the ones that are only
+/// compared or echoed into a header, which any u64 can be.
+fn max_of(option: &str) -> Option<u64> {
+    match option {
+        "chunks" => Some(MAX_CHUNKS),
+        "delay" | "keepalive_every" => Some(MAX_DELAY_MS),
+        "keepalive" => Some(MAX_KEEPALIVES),
+        "hugeline" | "hugeevent" => Some(MAX_BYTES),
+        "retry_after_date" => Some(MAX_RETRY_DATE_SECS),
+        _ => None,
+    }
+}
+
+/// A whole number, saturating: digits too many for a u64 are `u64::MAX`.
+fn parse_count(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
+}
+
+/// Decodes `%XX` escapes, so a marker (split on whitespace) can carry any header text.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[at], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Scenario {
     pub fn parse(marker: &str) -> Scenario {
-        let mut words = marker.split_whitespace();
-        let shape = words.next().unwrap_or("openai").to_owned();
+        let mut words = marker.split_whitespace().peekable();
+        let shape = match words.peek() {
+            Some(first) if !first.contains('=') => words.next().unwrap_or("openai"),
+            _ => "openai",
+        }
+        .to_owned();
         let options = words
             .map(|word| match word.split_once('=') {
                 Some((k, v)) => (k.to_owned(), v.to_owned()),
@@ -95,12 +185,26 @@ impl Scenario {
         Scenario { shape, options }
     }
 
+    /// What the offline demo answers every visitor.
+    pub fn demo() -> Scenario {
+        Scenario {
+            shape: "demo".to_owned(),
+            options: HashMap::new(),
+        }
+    }
+
     fn flag(&self, name: &str) -> bool {
         self.options.contains_key(name)
     }
 
+    /// A numeric option, clamped to its maximum ([`max_of`]).
     fn number(&self, name: &str) -> Option<u64> {
-        self.options.get(name).and_then(|v| v.parse().ok())
+        let value = parse_count(self.options.get(name)?)?;
+        Some(max_of(name).map_or(value, |max| value.min(max)))
+    }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        self.options.get(name).map(|v| percent_decode(v))
     }
 
     /// The response to attempt number `attempt` (1-based) of this conversation.
@@ -108,17 +212,26 @@ impl Scenario {
         if let Some(plan) = refusal_for_key(key) {
             return plan;
         }
-        if let Some(status) = self.number("status") {
-            let times = self.number("times").unwrap_or(u64::MAX);
-            if u64::from(attempt) <= times {
-                return self.refusal(status as u16);
+        let times = self.number("times").unwrap_or(u64::MAX);
+        if u64::from(attempt) <= times {
+            if let Some(spec) = self.options.get("errbody") {
+                let (status, bytes) = match spec.split_once(':') {
+                    Some((status, bytes)) => (parse_count(status), parse_count(bytes)),
+                    None => (Some(500), parse_count(spec)),
+                };
+                let bytes = bytes.unwrap_or(0).min(MAX_BYTES);
+                return self.error_body(error_status(status), bytes, key);
+            }
+            if let Some(status) = self.number("status") {
+                return self.refusal(error_status(Some(status)));
             }
         }
         self.stream(request)
     }
 
-    fn refusal(&self, status: u16) -> Plan {
-        let mut headers = vec![("content-type", "application/json".to_owned())];
+    /// The headers of an error response: its type and the `retry_after*` options.
+    fn refusal_headers(&self, content_type: &str) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("content-type", content_type.to_owned())];
         if let Some(secs) = self.number("retry_after") {
             headers.push(("retry-after", secs.to_string()));
         }
@@ -127,11 +240,26 @@ impl Scenario {
             let at = SystemTime::now() + Duration::from_secs(secs + 1);
             headers.push(("retry-after", httpdate::fmt_http_date(at)));
         }
+        if let Some(text) = self.raw("retry_after_raw") {
+            headers.push(("retry-after", text));
+        }
         if let Some(ms) = self.number("retry_after_ms") {
             headers.push(("retry-after-ms", ms.to_string()));
         }
-        let body = if self.flag("html") {
-            headers[0].1 = "text/html".to_owned();
+        if let Some(text) = self.raw("retry_after_ms_raw") {
+            headers.push(("retry-after-ms", text));
+        }
+        headers
+    }
+
+    fn refusal(&self, status: u16) -> Plan {
+        let html = self.flag("html");
+        let headers = self.refusal_headers(if html {
+            "text/html"
+        } else {
+            "application/json"
+        });
+        let body = if html {
             format!("<html><head><title>{status}</title></head><body><h1>{status} Bad Gateway</h1><hr>nginx</body></html>")
         } else {
             match (self.shape.as_str(), status) {
@@ -143,23 +271,49 @@ impl Scenario {
                 (_, status) => json!({"error": {"message": format!("The server had an error ({status})"), "type": "server_error", "code": null}}).to_string(),
             }
         };
+        let mut actions = vec![Action::Write(Bytes::from(body))];
+        if self.flag("linger") {
+            actions.push(Action::Stall);
+        }
         Plan {
             status,
             headers,
-            actions: vec![Action::Write(Bytes::from(body))],
+            actions,
+            split: false,
+        }
+    }
+
+    /// `errbody`: an error body of exactly `bytes` bytes that ends with the caller's key.
+    fn error_body(&self, status: u16, bytes: u64, key: &str) -> Plan {
+        let head = r#"{"error":{"type":"server_error","code":null,"message":""#;
+        // JSON-escape the key the way it would be echoed (a bearer key is plain ASCII).
+        let key_json = json!(key).to_string();
+        let tail = format!(", key: {}}}}}", &key_json[1..]);
+        let mut actions = vec![Action::Write(Bytes::from_static(head.as_bytes()))];
+        let frame = (head.len() + tail.len()) as u64;
+        filler(&mut actions, bytes.saturating_sub(frame));
+        actions.push(Action::Write(Bytes::from(tail)));
+        if self.flag("linger") {
+            actions.push(Action::Stall);
+        }
+        Plan {
+            status,
+            headers: self.refusal_headers("application/json"),
+            actions,
+            split: false,
         }
     }
 
     fn stream(&self, request: &Value) -> Plan {
         let shape = Shape::new(&self.shape, request);
         let crlf = self.flag("crlf");
-        let split = self.flag("split");
         let delay = self
             .number("delay")
             .unwrap_or(if self.shape == "demo" { 30 } else { 0 });
         let keepalive = self
             .number("keepalive")
             .unwrap_or(if shape.is_deepseek() { 2 } else { 0 });
+        let keepalive_every = self.number("keepalive_every").unwrap_or(0);
         let include_usage = !self.flag("no_usage")
             && request
                 .pointer("/stream_options/include_usage")
@@ -176,7 +330,9 @@ impl Scenario {
             None if self.options.get("answer").map(String::as_str) == Some("xss") => {
                 pieces(XSS_ANSWER)
             }
-            None if self.shape == "demo" => pieces(&demo_answer(request)),
+            None if self.shape == "demo" => {
+                pieces(&demo_answer(last_user_content(request).unwrap_or_default()))
+            }
             None => pieces(ANSWER),
         };
         let prompt_tokens = prompt_size(request);
@@ -185,15 +341,22 @@ impl Scenario {
         let mut script = Script {
             actions: Vec::new(),
             crlf,
-            split,
         };
         for _ in 0..keepalive {
+            if keepalive_every > 0 {
+                script.actions.push(Action::Pause(keepalive_every));
+            }
             script.comment("keep-alive");
         }
         if let Some(first) = shape.role_chunk() {
             script.data(&first);
         }
         let break_at = |name: &str| self.number(name);
+        let huge_at = if self.flag("hugeline") || self.flag("hugeevent") {
+            Some(self.number("huge_after").unwrap_or(0))
+        } else {
+            None
+        };
         let mut sent = 0u64;
         let texts = reasoning
             .iter()
@@ -205,15 +368,19 @@ impl Scenario {
                 // connection that breaks later.
                 script.actions.push(Action::Pause(50));
                 script.actions.push(Action::Drop);
-                return script.into_plan();
+                return script.into_plan(self.flag("split"));
             }
             if break_at("stall_after") == Some(sent) {
                 script.actions.push(Action::Stall);
-                return script.into_plan();
+                return script.into_plan(self.flag("split"));
+            }
+            if huge_at == Some(sent) {
+                self.huge(&mut script.actions);
+                return script.into_plan(self.flag("split"));
             }
             if break_at("error_after") == Some(sent) {
                 script.data(&json!({"error": {"message": "The model is overloaded, please retry", "type": "server_error", "code": "overloaded"}}));
-                return script.into_plan();
+                return script.into_plan(self.flag("split"));
             }
             if self.flag("malformed") && sent == 2 {
                 script.raw("data: {\"choices\":[{\"delta\":{\"content\":\n\n");
@@ -230,11 +397,52 @@ impl Scenario {
         if include_usage && shape.separate_usage_chunk() {
             script.data(&shape.usage_chunk(&total));
         }
-        script.raw(&format!(
-            "data: [DONE]{}",
-            if crlf { "\r\n\r\n" } else { "\n\n" }
-        ));
-        script.into_plan()
+        if self.flag("linger") {
+            // The answer is over, but the provider neither says `[DONE]` nor closes.
+            script.actions.push(Action::Stall);
+        } else {
+            script.raw(&format!(
+                "data: [DONE]{}",
+                if crlf { "\r\n\r\n" } else { "\n\n" }
+            ));
+        }
+        script.into_plan(self.flag("split"))
+    }
+
+    /// `hugeline` / `hugeevent`: bytes that never make a whole line or event, then silence.
+    fn huge(&self, actions: &mut Vec<Action>) {
+        if let Some(bytes) = self.number("hugeline") {
+            let head = r#"data: {"choices":[{"index":0,"delta":{"content":""#;
+            actions.push(Action::Write(Bytes::from_static(head.as_bytes())));
+            filler(actions, bytes.saturating_sub(head.len() as u64));
+        } else if let Some(bytes) = self.number("hugeevent") {
+            // 64 lines of 1 KiB, shared by every block.
+            let mut line = b"data: ".to_vec();
+            line.resize(1023, b'y');
+            line.push(b'\n');
+            let block = Bytes::from(line.repeat(64));
+            for _ in 0..bytes.div_ceil(block.len() as u64) {
+                actions.push(Action::Write(block.clone()));
+            }
+        }
+        actions.push(Action::Stall);
+    }
+}
+
+/// A `status` or `errbody` status: an error code, or 500 when it is not one.
+fn error_status(status: Option<u64>) -> u16 {
+    match status {
+        Some(code @ 400..=599) => code as u16,
+        _ => 500,
+    }
+}
+
+/// `bytes` bytes of `x`, written from the shared filler without allocating.
+fn filler(actions: &mut Vec<Action>, mut bytes: u64) {
+    while bytes > 0 {
+        let n = bytes.min(FILLER.len() as u64) as usize;
+        actions.push(Action::Write(Bytes::from_static(&FILLER[..n])));
+        bytes -= n as u64;
     }
 }
 
@@ -247,6 +455,7 @@ fn refusal_for_key(key: &str) -> Option<Plan> {
         ]
         .concat(),
         actions: vec![Action::Write(Bytes::from(body.to_string()))],
+        split: false,
     };
     if key.contains("bad") {
         let message = format!("Incorrect API key provided: {key}. You can find your API key in your account settings.");
@@ -303,9 +512,9 @@ pub fn pieces(text: &str) -> Vec<String> {
     out
 }
 
-/// The offline demo's answer: honest about being a demo, and shows what the app renders.
-fn demo_answer(request: &Value) -> String {
-    let question = last_user_content(request).unwrap_or_default();
+/// The offline demo's answer to `question`: honest about being a demo, and shows what the
+/// app renders.
+pub fn demo_answer(question: &str) -> String {
     let question: String = question.chars().take(60).collect();
     format!(
         "这是**离线演示模型**的回答（服务端没有配置任何 API 密钥）。你的问题是：「{question}」。\n\n\
@@ -319,7 +528,6 @@ fn demo_answer(request: &Value) -> String {
 struct Script {
     actions: Vec<Action>,
     crlf: bool,
-    split: bool,
 }
 
 impl Script {
@@ -334,21 +542,11 @@ impl Script {
     }
 
     fn raw(&mut self, text: &str) {
-        if !self.split {
-            self.actions
-                .push(Action::Write(Bytes::from(text.to_owned())));
-            return;
-        }
-        // 5-byte pieces cut through `data:` and through multi-byte characters; the pause
-        // makes each piece its own network read.
-        for piece in text.as_bytes().chunks(5) {
-            self.actions
-                .push(Action::Write(Bytes::copy_from_slice(piece)));
-            self.actions.push(Action::Pause(1));
-        }
+        self.actions
+            .push(Action::Write(Bytes::from(text.to_owned())));
     }
 
-    fn into_plan(self) -> Plan {
+    fn into_plan(self, split: bool) -> Plan {
         Plan {
             status: 200,
             headers: vec![
@@ -359,6 +557,7 @@ impl Script {
                 ("cache-control", "no-cache".to_owned()),
             ],
             actions: self.actions,
+            split,
         }
     }
 }
@@ -506,5 +705,154 @@ mod tests {
         assert_eq!(scenario.plan(&request, "k", 2).status, 503);
         assert_eq!(scenario.plan(&request, "k", 3).status, 200);
         assert_eq!(scenario.plan(&request, "bad-key", 3).status, 401);
+    }
+
+    fn written(plan: &Plan) -> Vec<u8> {
+        let writes = plan.actions.iter().filter_map(|a| match a {
+            Action::Write(bytes) => Some(bytes.as_ref()),
+            _ => None,
+        });
+        writes.collect::<Vec<&[u8]>>().concat()
+    }
+
+    fn plan_for(marker: &str, key: &str) -> Plan {
+        let request = json!({"messages": [{"role": "user", "content": "q"}], "stream_options": {"include_usage": true}});
+        Scenario::parse(marker).plan(&request, key, 1)
+    }
+
+    const ABSURD: &str = "999999999999999999999999999999";
+
+    #[test]
+    fn every_count_is_bounded() {
+        let plan = plan_for(
+            &format!("openai chunks={ABSURD} keepalive={ABSURD} keepalive_every=1000000000 delay={ABSURD}"),
+            "k",
+        );
+        let text = String::from_utf8(written(&plan)).unwrap();
+        assert_eq!(text.matches("段。").count() as u64, MAX_CHUNKS);
+        assert_eq!(text.matches(": keep-alive").count() as u64, MAX_KEEPALIVES);
+        assert!(text.len() < 8 << 20, "{} bytes", text.len());
+        assert!(plan
+            .actions
+            .iter()
+            .all(|a| !matches!(a, Action::Pause(ms) if *ms > MAX_DELAY_MS)));
+        // Huge writes are capped too, and cost no allocation of their size.
+        for option in ["hugeline", "hugeevent"] {
+            let plan = plan_for(&format!("openai {option}={ABSURD}"), "k");
+            let bytes = written(&plan).len() as u64;
+            assert!(
+                (MAX_BYTES..MAX_BYTES + 2048).contains(&bytes),
+                "{option}: {bytes}"
+            );
+            assert!(plan.actions.len() < 400, "{option}: {}", plan.actions.len());
+        }
+        let plan = plan_for(&format!("openai errbody=500:{ABSURD}"), "k");
+        assert_eq!(written(&plan).len() as u64, MAX_BYTES);
+        // A date too far for an HTTP-date is clamped, not a panic.
+        let plan = plan_for(&format!("openai status=429 retry_after_date={ABSURD}"), "k");
+        assert!(plan.headers.iter().any(|(name, _)| *name == "retry-after"));
+    }
+
+    #[test]
+    fn statuses_are_error_codes() {
+        assert_eq!(plan_for("openai status=70000", "k").status, 500);
+        assert_eq!(plan_for("openai status=200", "k").status, 500);
+        assert_eq!(
+            plan_for("status=503", "k").status,
+            503,
+            "a bare option is openai"
+        );
+        assert_eq!(Scenario::parse("status=503").shape, "openai");
+    }
+
+    #[test]
+    fn hugeline_is_one_line_that_never_ends() {
+        let plan = plan_for("openai hugeline=2000000 huge_after=2", "k");
+        assert_eq!(plan.status, 200);
+        assert_eq!(plan.actions.last(), Some(&Action::Stall));
+        let text = String::from_utf8(written(&plan)).unwrap();
+        let (before, line) = text.rsplit_once("\n\n").unwrap();
+        assert_eq!(
+            before.matches("\"content\"").count(),
+            3,
+            "role chunk + 2 texts"
+        );
+        assert!(line.starts_with("data: {"));
+        assert_eq!(line.len(), 2_000_000);
+        assert!(!line.contains('\n') && !line.contains('\r'));
+    }
+
+    #[test]
+    fn hugeevent_is_short_lines_with_no_blank_line() {
+        let plan = plan_for("openai hugeevent=1100000", "k");
+        assert_eq!(plan.actions.last(), Some(&Action::Stall));
+        let text = String::from_utf8(written(&plan)).unwrap();
+        let (_, event) = text.rsplit_once("\n\n").unwrap();
+        assert!(event.len() >= 1_100_000);
+        assert!(event
+            .split_terminator('\n')
+            .all(|line| line.len() == 1023 && line.starts_with("data: ")));
+    }
+
+    #[test]
+    fn errbody_is_exactly_its_size_and_ends_with_the_key() {
+        let key = "sk-fake-0123456789abcdef";
+        let plan = plan_for(
+            "openai errbody=429:102400 retry_after_raw=10000000000000000000",
+            key,
+        );
+        assert_eq!(plan.status, 429);
+        let body = written(&plan);
+        assert_eq!(body.len(), 102_400);
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.ends_with(&format!(", key: {key}\"}}}}")));
+        assert_eq!(body.len() - body.rfind(key).unwrap() - key.len(), 3);
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["error"]["type"], "server_error");
+        assert!(plan
+            .headers
+            .contains(&("retry-after", "10000000000000000000".to_owned())));
+        // `errbody=BYTES` is a 500; `times` lets a later attempt through.
+        assert_eq!(plan_for("openai errbody=70000", key).status, 500);
+        let request = json!({"messages": [{"role": "user", "content": "q"}]});
+        let scenario = Scenario::parse("openai errbody=500:100 times=1");
+        assert_eq!(scenario.plan(&request, key, 2).status, 200);
+        // `linger`: the body is written, then the connection stays open.
+        let plan = plan_for("openai errbody=502:100000 linger", key);
+        assert_eq!(plan.actions.last(), Some(&Action::Stall));
+    }
+
+    #[test]
+    fn raw_retry_after_is_sent_verbatim() {
+        let plan = plan_for(
+            "openai status=429 retry_after_raw=Wed,%2021%20Oct%2099999%2007:28:00%20GMT retry_after_ms_raw=-5",
+            "k",
+        );
+        assert!(plan
+            .headers
+            .contains(&("retry-after", "Wed, 21 Oct 99999 07:28:00 GMT".to_owned())));
+        assert!(plan.headers.contains(&("retry-after-ms", "-5".to_owned())));
+        assert_eq!(percent_decode("100%"), "100%", "a lone % stays");
+    }
+
+    #[test]
+    fn linger_ends_the_answer_without_done() {
+        for shape in ["openai", "deepseek", "siliconflow"] {
+            let plan = plan_for(&format!("{shape} linger"), "k");
+            assert_eq!(plan.actions.last(), Some(&Action::Stall), "{shape}");
+            let text = String::from_utf8(written(&plan)).unwrap();
+            assert!(text.contains("\"finish_reason\":\"stop\""), "{shape}");
+            assert!(!text.contains("[DONE]"), "{shape}");
+        }
+    }
+
+    #[test]
+    fn the_demo_scenario_streams_the_demo_answer() {
+        let request =
+            json!({"messages": [{"role": "user", "content": "hi [[fake:openai status=500]]"}]});
+        let plan = Scenario::demo().plan(&request, "", 1);
+        assert_eq!(plan.status, 200);
+        let text = String::from_utf8(written(&plan)).unwrap();
+        assert!(text.contains("离线") && text.contains("[DONE]"));
     }
 }

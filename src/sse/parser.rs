@@ -12,6 +12,12 @@
 //! lines join with `\n`; a blank line dispatches the event, unless it had no `data`.
 //! Bytes are decoded as UTF-8 only once an event is whole, so a character split across
 //! reads is never corrupted.
+//!
+//! Limits: a parser holds at most one line and one event's data in memory, and each is
+//! capped ([`DEFAULT_LIMIT`], 1 MiB, unless built [`Parser::with_limit`]). A line or an
+//! event's data that grows past the cap — even a line whose end never comes — puts the
+//! parser in a failed state ([`Parser::failed`]): it drops what it buffered and reads
+//! nothing more. The check does not depend on how the reads were split.
 
 /// One dispatched event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,8 +32,41 @@ pub struct Event {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The cap a parser built with [`Parser::new`] puts on one line and on one event's data:
+/// 1 MiB, far above any real chunk (a few hundred bytes) and far below what would hurt.
+pub const DEFAULT_LIMIT: usize = 1 << 20;
+
+/// Which buffer grew past the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// One line (field name, colon and value, without its line ending).
+    Line,
+    /// One event's data: its `data` values joined with `\n`.
+    Event,
+}
+
+/// Why a parser stopped: one line or one event was larger than its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitExceeded {
+    pub part: Part,
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let part = match self.part {
+            Part::Line => "an SSE line",
+            Part::Event => "an SSE event's data",
+        };
+        write!(f, "{part} is larger than {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
 /// The parser state between reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Parser {
     /// Bytes of a line whose end has not arrived yet.
     line: Vec<u8>,
@@ -42,16 +81,61 @@ pub struct Parser {
     past_bom: bool,
     /// Comment lines seen (keep-alives), for callers that want to know the stream is alive.
     comments: u64,
+    /// The most bytes one line, or one event's data, may have.
+    limit: usize,
+    /// Set when the stream broke the limit; from then on nothing is read.
+    failed: Option<LimitExceeded>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser::with_limit(DEFAULT_LIMIT)
+    }
 }
 
 impl Parser {
+    /// A parser with the [`DEFAULT_LIMIT`] of 1 MiB per line and per event.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A parser that fails once one line, or one event's data, is longer than `limit`
+    /// bytes. Exactly `limit` bytes is fine.
+    pub fn with_limit(limit: usize) -> Self {
+        Parser {
+            line: Vec::new(),
+            data: Vec::new(),
+            has_data: false,
+            event: None,
+            id: None,
+            after_cr: false,
+            past_bom: false,
+            comments: 0,
+            limit,
+            failed: None,
+        }
+    }
+
+    /// A parser with no limit, for a stream from a trusted source (the browser reading
+    /// our own server, which already bounds what it relays).
+    pub fn unlimited() -> Self {
+        Parser::with_limit(usize::MAX)
+    }
+
+    /// The limit this parser enforces, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Feeds the next bytes of the stream and returns the events they complete, in order.
+    ///
+    /// When these bytes break the limit, the events completed before the offending line
+    /// are still returned, and [`Parser::failed`] says so; later calls return nothing.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<Event> {
         let mut out = Vec::new();
+        if self.failed.is_some() {
+            return out;
+        }
         if !self.past_bom {
             // Hold bytes back until we know whether the stream starts with a BOM.
             self.line.extend_from_slice(bytes);
@@ -72,15 +156,33 @@ impl Parser {
         out
     }
 
+    /// `Some` once a line or an event was larger than the limit: the stream is broken
+    /// and the parser has stopped reading it.
+    pub fn failed(&self) -> Option<LimitExceeded> {
+        self.failed
+    }
+
     /// How many comment lines (e.g. `: keep-alive`) have been seen so far.
     pub fn comments(&self) -> u64 {
         self.comments
     }
 
     /// True when bytes of an unfinished line or event are buffered: a stream that ends
-    /// now ended in the middle of an event.
+    /// now ended in the middle of an event. (False after a failure: the buffers are gone.)
     pub fn has_partial(&self) -> bool {
         !self.line.is_empty() || self.has_data
+    }
+
+    /// Records the failure and frees the buffers.
+    fn fail(&mut self, part: Part) {
+        self.failed = Some(LimitExceeded {
+            part,
+            limit: self.limit,
+        });
+        self.line = Vec::new();
+        self.data = Vec::new();
+        self.has_data = false;
+        self.event = None;
     }
 
     fn scan(&mut self, mut bytes: &[u8], out: &mut Vec<Event>) {
@@ -94,6 +196,11 @@ impl Parser {
                 }
                 _ => 1,
             };
+            // A whole line in one read counts the same as one gathered over many.
+            if self.line.len() + head.len() > self.limit {
+                self.fail(Part::Line);
+                return;
+            }
             if self.line.is_empty() {
                 self.line_done(head, out);
             } else {
@@ -103,7 +210,16 @@ impl Parser {
                 line.clear();
                 self.line = line;
             }
+            if self.failed.is_some() {
+                self.line = Vec::new();
+                return;
+            }
             bytes = &rest[terminator_len..];
+        }
+        // The end of this line has not come yet: refuse to hold more than a line's worth.
+        if self.line.len() + bytes.len() > self.limit {
+            self.fail(Part::Line);
+            return;
         }
         self.line.extend_from_slice(bytes);
     }
@@ -126,6 +242,11 @@ impl Parser {
         };
         match field {
             b"data" => {
+                let joined = self.data.len() + usize::from(self.has_data) + value.len();
+                if joined > self.limit {
+                    self.fail(Part::Event);
+                    return;
+                }
                 if self.has_data {
                     self.data.push(b'\n');
                 }
@@ -243,6 +364,133 @@ mod tests {
             Some("42"),
             "the last id carries over"
         );
+    }
+
+    /// Feeds `input` in pieces of `size` bytes; returns the events and the failure.
+    fn feed_in_pieces(
+        parser: &mut Parser,
+        input: &[u8],
+        size: usize,
+    ) -> (Vec<Event>, Option<LimitExceeded>) {
+        let events = input.chunks(size).flat_map(|c| parser.feed(c)).collect();
+        (events, parser.failed())
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_caught_before_its_end_arrives() {
+        let mut parser = Parser::new();
+        let mut line = b"data: ".to_vec();
+        line.resize(DEFAULT_LIMIT + 1, b'x');
+        // No line ending at all: the provider just keeps sending.
+        let (events, failed) = feed_in_pieces(&mut parser, &line, 4096);
+        assert!(events.is_empty());
+        let expected = LimitExceeded {
+            part: Part::Line,
+            limit: DEFAULT_LIMIT,
+        };
+        assert_eq!(failed, Some(expected));
+        assert!(!parser.has_partial(), "the buffer is freed");
+        assert!(
+            parser.feed(b"\n\ndata: later\n\n").is_empty(),
+            "nothing is read after a failure"
+        );
+        assert_eq!(
+            expected.to_string(),
+            "an SSE line is larger than 1048576 bytes"
+        );
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_read() {
+        let mut line = b"data: ".to_vec();
+        line.resize(DEFAULT_LIMIT, b'x');
+        line.extend_from_slice(b"\r\n\r\n");
+        for size in [line.len(), 1000, 65536] {
+            let mut parser = Parser::new();
+            let (events, failed) = feed_in_pieces(&mut parser, &line, size);
+            assert_eq!(failed, None, "pieces of {size}");
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].data.len(), DEFAULT_LIMIT - "data: ".len());
+        }
+    }
+
+    #[test]
+    fn limits_do_not_depend_on_how_reads_split() {
+        // Limit 8: "data: ab" is 8 bytes (fine), "data: abc" is 9 (too long).
+        let fine = b"data: ab\n\n";
+        let long = b"data: ab\n\ndata: abc\n\ndata: z\n\n";
+        for split in 0..=long.len() {
+            let mut parser = Parser::with_limit(8);
+            let mut events = parser.feed(&long[..split]);
+            events.extend(parser.feed(&long[split..]));
+            assert_eq!(datas(&events), ["ab"], "split at {split}");
+            assert_eq!(parser.failed().map(|f| f.part), Some(Part::Line));
+            let mut parser = Parser::with_limit(8);
+            let mut events = parser.feed(&fine[..split.min(fine.len())]);
+            events.extend(parser.feed(&fine[split.min(fine.len())..]));
+            assert_eq!((datas(&events), parser.failed()), (vec!["ab"], None));
+        }
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_caught_though_each_line_is_short() {
+        // Limit 8: data "abc\ndef" is 7 bytes, "abc\ndef\ng" is 9.
+        let mut parser = Parser::with_limit(8);
+        let events = parser.feed(b"data:abc\ndata:def\n\ndata:abc\ndata:def\ndata:g\n");
+        assert_eq!(datas(&events), ["abc\ndef"]);
+        assert_eq!(parser.failed().map(|f| f.part), Some(Part::Event));
+        // At the real default, many short lines add up the same way.
+        let mut parser = Parser::new();
+        let line = format!("data: {}\n", "y".repeat(1023));
+        let input = line.repeat(1025);
+        let (events, failed) = feed_in_pieces(&mut parser, input.as_bytes(), 7000);
+        assert!(events.is_empty());
+        assert_eq!(failed.map(|f| f.part), Some(Part::Event));
+    }
+
+    #[test]
+    fn comment_lines_are_limited_too() {
+        let mut parser = Parser::with_limit(4);
+        assert!(parser.feed(b": ok\n: too long\n").is_empty());
+        assert_eq!(parser.comments(), 1);
+        assert_eq!(parser.failed().map(|f| f.part), Some(Part::Line));
+    }
+
+    #[test]
+    fn many_small_events_never_reach_the_limit() {
+        let event = format!("data: {{\"content\":\"{}\"}}\n\n", "你好".repeat(30));
+        let input = event.repeat(20_000); // ~4 MB in all, far more than one limit
+        for size in [input.len(), 4096, 333] {
+            let mut parser = Parser::new();
+            let (events, failed) = feed_in_pieces(&mut parser, input.as_bytes(), size);
+            assert_eq!(failed, None);
+            assert_eq!(events.len(), 20_000);
+        }
+    }
+
+    #[test]
+    fn a_limited_parser_still_decodes_utf8_only_on_whole_events() {
+        let text = "你好😀世界";
+        let input = format!("data: {text}\n\n");
+        let limit = input.len() - 2; // the line, exactly
+        let mut parser = Parser::with_limit(limit);
+        let events: Vec<Event> = input.bytes().flat_map(|b| parser.feed(&[b])).collect();
+        assert_eq!((datas(&events), parser.failed()), (vec![text], None));
+        // One byte less, and the line is refused in the middle of a character.
+        let mut parser = Parser::with_limit(limit - 1);
+        let events: Vec<Event> = input.bytes().flat_map(|b| parser.feed(&[b])).collect();
+        assert!(events.is_empty());
+        assert!(parser.failed().is_some());
+    }
+
+    #[test]
+    fn unlimited_reads_a_line_of_any_size() {
+        let mut line = b"data: ".to_vec();
+        line.resize(DEFAULT_LIMIT * 2, b'x');
+        line.extend_from_slice(b"\n\n");
+        let mut parser = Parser::unlimited();
+        let (events, failed) = feed_in_pieces(&mut parser, &line, 65536);
+        assert_eq!((events.len(), failed), (1, None));
     }
 
     #[test]

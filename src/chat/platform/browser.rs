@@ -77,7 +77,7 @@ async fn run(
         return StreamEnd::Network("服务器没有返回内容".into());
     };
     let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
-    let mut parser = Parser::new();
+    let mut parser = Parser::unlimited(); // our own server: it bounds what it relays
     loop {
         let result = match JsFuture::from(reader.read()).await {
             Ok(result) => result,
