@@ -48,7 +48,7 @@ impl ServerInfo {
 }
 
 /// The server's configuration as the settings tab and the chat's parameter panel show it.
-#[server(prefix = "/api", endpoint = "server_info")]
+#[server(prefix = "/api", endpoint = "server_info", input = server_fn::codec::Json)]
 pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
     let state = expect_context::<crate::server::AppState>();
     Ok(state.server_info())
@@ -74,7 +74,7 @@ pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
 
     let state = expect_context::<crate::server::AppState>();
     let response = expect_context::<ResponseOptions>();
-    let job = match state.llm.resolve(request) {
+    let job = match state.llm.resolve(request).await {
         Ok(job) => job,
         Err(rejection) => {
             response.set_status(axum::http::StatusCode::BAD_REQUEST);

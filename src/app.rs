@@ -13,8 +13,11 @@ use leptos_router::{
 use crate::chat::ChatPage;
 pub use settings::{ServerSummary, SettingsPage};
 
-/// The HTML document around the app, rendered on the server.
+/// The HTML document around the app, rendered on the server. Its scripts (hydration,
+/// live reload, resolved resources) carry the nonce of the page's CSP header.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    crate::server::security::provide_request_nonce();
     view! {
         <!DOCTYPE html>
         <html lang="zh-CN">

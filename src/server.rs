@@ -5,7 +5,10 @@
 //! the app state and the secrets' owner (`llm`).
 
 pub mod chat_sse;
+mod limits;
 pub mod routes;
+pub mod security;
+pub mod serve;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
@@ -30,8 +33,6 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("server stopped: {0}")]
-    Serve(std::io::Error),
     #[error("cannot start the offline demo model: {0}")]
     Demo(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
@@ -73,14 +74,26 @@ pub async fn run() -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
+    warn_if_exposed(addr);
     tracing::info!("流式AI listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown::signal().await;
-            state.begin_shutdown();
-        })
-        .await
-        .map_err(StartError::Serve)
+    let limits = state.llm.config().limits.clone();
+    serve::serve(listener, app, &limits, shutdown::signal(), move || {
+        state.begin_shutdown()
+    })
+    .await;
+    Ok(())
+}
+
+/// Bound beyond loopback with no access control, anyone who reaches the port spends the
+/// deployment's keys: say so plainly at start-up. (Access codes make this a refusal.)
+fn warn_if_exposed(addr: std::net::SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "流式AI 监听在非回环地址 {addr}，且没有配置任何访问控制：网络上能访问这个端口的任何人，\
+             都可以用服务器上配置的 API 密钥调用模型、花费你的额度（密钥本身不会泄露）。\
+             请只在可信网络中这样运行，或改为监听 127.0.0.1 并在前面放一个带认证的反向代理。"
+        );
+    }
 }
 
 /// With no key configured, serves the offline demo model: the fake upstream, in-process
@@ -89,7 +102,8 @@ pub async fn start_demo_if_needed(llm: &mut LlmConfig) -> std::io::Result<Option
     let Some(demo) = llm.providers.iter_mut().find(|p| p.id == DEMO_PROVIDER) else {
         return Ok(None);
     };
-    let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), "demo").await?;
+    let fake =
+        FakeUpstream::start(([127, 0, 0, 1], 0).into(), crate::fake_upstream::Mode::Demo).await?;
     demo.base_url = fake.base_url();
     tracing::warn!("no API key configured: serving the offline demo model (see .env.example)");
     Ok(Some(fake))

@@ -273,9 +273,8 @@ async fn big_prompts_beside_streams(http: &reqwest::Client) {
     let prompts = tokio::spawn(send_big_prompts(http.clone()));
     let beside = run_level(http, STREAMS, delay, ramp, Target::Relay).await;
     let counted = prompts.await.unwrap_or_default();
-    let gaps = |rs: &[StreamResult]| {
-        percentiles(rs.iter().flat_map(|r| r.gaps.iter().copied()).collect())
-    };
+    let gaps =
+        |rs: &[StreamResult]| percentiles(rs.iter().flat_map(|r| r.gaps.iter().copied()).collect());
     let (a50, a99) = gaps(&alone);
     let (b50, b99) = gaps(&beside);
     let ok = |rs: &[StreamResult]| rs.iter().filter(|r| r.ok && r.text_matches).count();

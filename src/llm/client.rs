@@ -299,7 +299,9 @@ pub(super) struct RetryWait {
 fn retry_wait(err: &LlmError, backoff: Duration, ring: &KeyRing) -> Duration {
     let rotate_now = matches!(
         err,
-        LlmError::RateLimited { .. } | LlmError::KeyRejected { .. } | LlmError::QuotaExhausted { .. }
+        LlmError::RateLimited { .. }
+            | LlmError::KeyRejected { .. }
+            | LlmError::QuotaExhausted { .. }
     ) && ring.has_ready(Instant::now());
     if rotate_now {
         return Duration::ZERO;
@@ -321,7 +323,10 @@ fn is_invalid_key_code(code: &str) -> bool {
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()
         .to_ascii_lowercase();
-    matches!(code.as_str(), "invalidapikey" | "invalidkey" | "authenticationerror")
+    matches!(
+        code.as_str(),
+        "invalidapikey" | "invalidkey" | "authenticationerror"
+    )
 }
 
 /// The largest error body we read: a provider error is a few hundred bytes; more is not

@@ -338,24 +338,42 @@ fn limits<'a>(
     lookup: &impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Limits, ConfigError> {
     let secs = |var: &str, default: u64| -> Result<Duration, ConfigError> {
-        Ok(Duration::from_secs(env_number(lookup, var, default)?.max(1)))
+        Ok(Duration::from_secs(
+            env_number(lookup, var, default)?.max(1),
+        ))
     };
     let allowed_hosts = match lookup("STREAMAI_ALLOWED_HOSTS") {
-        Some(list) => list.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_lowercase).collect(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_lowercase)
+            .collect(),
         None => raw.allowed_hosts.iter().map(|h| h.to_lowercase()).collect(),
     };
     Ok(Limits {
         max_body_bytes: env_number(lookup, "STREAMAI_MAX_BODY_BYTES", raw.max_body_bytes)?,
         max_messages: env_number(lookup, "STREAMAI_MAX_MESSAGES", raw.max_messages)?,
         keep_alive: secs("STREAMAI_KEEP_ALIVE_SECS", raw.keep_alive_secs)?,
-        header_read_timeout: secs("STREAMAI_HEADER_READ_TIMEOUT_SECS", raw.header_read_timeout_secs)?,
-        body_read_timeout: secs("STREAMAI_BODY_READ_TIMEOUT_SECS", raw.body_read_timeout_secs)?,
-        max_connections: env_number(lookup, "STREAMAI_MAX_CONNECTIONS", raw.max_connections)?.max(1),
+        header_read_timeout: secs(
+            "STREAMAI_HEADER_READ_TIMEOUT_SECS",
+            raw.header_read_timeout_secs,
+        )?,
+        body_read_timeout: secs(
+            "STREAMAI_BODY_READ_TIMEOUT_SECS",
+            raw.body_read_timeout_secs,
+        )?,
+        max_connections: env_number(lookup, "STREAMAI_MAX_CONNECTIONS", raw.max_connections)?
+            .max(1),
         max_streams: env_number(lookup, "STREAMAI_MAX_STREAMS", raw.max_streams)?.max(1),
         client_stall: secs("STREAMAI_CLIENT_STALL_SECS", raw.client_stall_secs)?,
         shutdown_grace: secs("STREAMAI_SHUTDOWN_GRACE_SECS", raw.shutdown_grace_secs)?,
         max_stream: secs("STREAMAI_MAX_STREAM_SECS", raw.max_stream_secs)?,
-        finish_grace: Duration::from_millis(env_number(lookup, "STREAMAI_FINISH_GRACE_MS", raw.finish_grace_ms)?),
+        finish_grace: Duration::from_millis(env_number(
+            lookup,
+            "STREAMAI_FINISH_GRACE_MS",
+            raw.finish_grace_ms,
+        )?),
         allowed_hosts,
     })
 }
@@ -428,11 +446,17 @@ fn keys_from_env<'a>(id: &str, lookup: &impl Fn(&str) -> Option<&'a str>) -> Vec
         lookup(&var).map(|key| (var, key))
     });
     let mut keys: Vec<ProviderKey> = Vec::new();
-    for (var, key) in lookup(&prefix).map(|k| (prefix.clone(), k)).into_iter().chain(numbered) {
+    for (var, key) in lookup(&prefix)
+        .map(|k| (prefix.clone(), k))
+        .into_iter()
+        .chain(numbered)
+    {
         if keys.iter().any(|k| k.secret.expose_secret() == key) {
             continue;
         }
-        let account = lookup(&format!("{var}_ACCOUNT")).unwrap_or_default().to_owned();
+        let account = lookup(&format!("{var}_ACCOUNT"))
+            .unwrap_or_default()
+            .to_owned();
         keys.push(ProviderKey {
             secret: SecretString::from(key),
             account,

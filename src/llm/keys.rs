@@ -66,13 +66,15 @@ impl KeyRing {
         let mut accounts: Vec<&str> = Vec::new();
         let account_of = keys
             .iter()
-            .map(|key| match accounts.iter().position(|a| *a == key.account) {
-                Some(index) => index,
-                None => {
-                    accounts.push(&key.account);
-                    accounts.len() - 1
-                }
-            })
+            .map(
+                |key| match accounts.iter().position(|a| *a == key.account) {
+                    Some(index) => index,
+                    None => {
+                        accounts.push(&key.account);
+                        accounts.len() - 1
+                    }
+                },
+            )
             .collect();
         let state = RingState {
             next: 0,

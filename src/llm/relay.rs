@@ -116,7 +116,11 @@ async fn drive(
         // After `finish_reason` only usage and `[DONE]` may follow: a provider that
         // keeps the connection open in silence gets a short grace, not the idle timeout.
         let finished = session.finish_reason.is_some();
-        let silence = if finished { limits.finish_grace } else { config.timeout };
+        let silence = if finished {
+            limits.finish_grace
+        } else {
+            config.timeout
+        };
         let event = match pending.next() {
             Some(event) => Ok(Some(event)),
             None => tokio::select! {

@@ -19,28 +19,19 @@ use super::AppState;
 use crate::llm::request::parse_body;
 use crate::protocol::{RejectBody, Rejection};
 
-/// The handler.
+/// The handler. The request was already checked by the middleware in `routes`: same-site
+/// JSON (`security`), a body within the size and time limits and a free stream slot
+/// (`limits`).
 pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) -> Response {
-    let (parts, body) = request.into_parts();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if content_type.is_some_and(|ct| !ct.starts_with("application/json")) {
-        return reject(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            None,
-            "send the request body as JSON with Content-Type: application/json".into(),
-        );
-    }
-    let limit = state.llm.config().limits.max_body_bytes;
-    let Ok(bytes) = to_bytes(body, limit).await else {
-        return reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            None,
-            format!("request body is larger than the limit of {limit} bytes"),
+    // Already read into memory, within the limit, by `limits::limit_body`.
+    let Ok(bytes) = to_bytes(request.into_body(), usize::MAX).await else {
+        return rejected(
+            StatusCode::BAD_REQUEST,
+            Rejection {
+                code: "body_unreadable".into(),
+                field: None,
+                message: "无法读取请求体".into(),
+            },
         );
     };
     let request = match parse_body(&bytes) {
@@ -67,15 +58,6 @@ pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) 
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
-}
-
-fn reject(status: StatusCode, code: &str, field: Option<String>, message: String) -> Response {
-    let rejection = Rejection {
-        code: code.to_owned(),
-        field,
-        message,
-    };
-    rejected(status, rejection)
 }
 
 fn rejected(status: StatusCode, rejection: Rejection) -> Response {

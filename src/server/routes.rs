@@ -1,11 +1,14 @@
 //! The router: the streaming endpoint, Leptos pages and server functions, static files,
-//! and tracing. No compression layer: it would buffer the event stream.
+//! request limits (body size and time, concurrent answers), and tracing. No compression
+//! layer: it would buffer the event stream.
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::post;
 use axum::Router;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower_http::trace::TraceLayer;
 
+use super::limits::{cap_streams, limit_body, BodyLimit, StreamSlots, STREAM_PATH};
 use super::{chat_sse, telemetry, AppState};
 use crate::app::{shell, App};
 
@@ -13,10 +16,14 @@ use crate::app::{shell, App};
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
+    let limits = state.llm.config().limits.clone();
     Router::new()
-        .route("/api/chat/stream", post(chat_sse::chat_stream))
+        .route(STREAM_PATH, post(chat_sse::chat_stream))
         .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(from_fn_with_state(StreamSlots::new(&limits), cap_streams))
+        .layer(from_fn_with_state(BodyLimit::from(&limits), limit_body))
+        .layer(from_fn_with_state(state.clone(), super::security::guard))
         .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
         .with_state(state)
 }

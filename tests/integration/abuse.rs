@@ -9,3 +9,4 @@ mod input;
 mod keys;
 mod provider;
 mod retry_wait;
+mod startup;

@@ -48,8 +48,8 @@ async fn server_info_function_answers_json_without_keys() {
     let key = "sk-integration-secret-abcdefghij";
     let app = router(state(&[("QWEN_API_KEY", key)]));
     let request = Request::post("/api/server_info")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::empty())
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
         .unwrap();
     let (status, body) = send(app, request).await;
     assert_eq!(status, StatusCode::OK, "{body}");

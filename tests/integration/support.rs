@@ -1,15 +1,19 @@
 //! Shared test set-up: the app state from the real Cargo.toml and Leptos.toml, a real
-//! server on a loopback port, the fake upstream, and a client that reads our SSE frames
-//! with the same parser the browser uses.
+//! server on a loopback port (through `server::serve`, the production accept loop), the
+//! fake upstream, and a client that reads our SSE frames with the same parser the
+//! browser uses.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use streamai::fake_upstream::FakeUpstream;
 use streamai::llm::LlmConfig;
 use streamai::protocol::Frame;
-use streamai::server::{routes::router, AppState};
+use streamai::server::{routes::router, serve::serve, AppState};
 use streamai::sse::Parser;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// An app state whose environment is exactly `vars` (the process env is not read).
 pub fn state(vars: &[(&str, &str)]) -> AppState {
@@ -37,11 +41,15 @@ pub struct Harness {
     pub fake: FakeUpstream,
     pub state: AppState,
     http: reqwest::Client,
+    /// Signals the server's shutdown, as SIGTERM does in `server::run`.
+    stop: Arc<Notify>,
+    served: Option<JoinHandle<()>>,
 }
 
 /// Extra environment on top of the harness defaults (short timeouts and backoff).
 pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
-    let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), "openai")
+    let mode = streamai::fake_upstream::Mode::Scripted("openai".into());
+    let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), mode)
         .await
         .unwrap();
     let base_url = fake.base_url();
@@ -53,6 +61,7 @@ pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
     let mut vars: Vec<(&str, &str)> = vec![
         ("LLM_PROVIDER", "custom"),
         ("LLM_MODEL", "fake-model"),
+        ("CUSTOM_FREE_MODELS", "fake-model"),
         ("CUSTOM_BASE_URL", &base_url),
         ("LLM_TIMEOUT_SECS", "2"),
         ("LLM_RETRY_MIN_MS", "50"),
@@ -64,12 +73,24 @@ pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let stop = Arc::new(Notify::new());
+    let shutdown = {
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    };
+    let on_shutdown = {
+        let state = state.clone();
+        move || state.begin_shutdown()
+    };
+    let limits = state.llm.config().limits.clone();
+    let served = tokio::spawn(serve(listener, app, &limits, shutdown, on_shutdown));
     Harness {
         addr,
         fake,
         state,
         http: reqwest::Client::new(),
+        stop,
+        served: Some(served),
     }
 }
 
@@ -179,6 +200,12 @@ impl Harness {
 
     pub fn raw_client(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Begins a graceful shutdown of the server; the handle ends when `serve` returns.
+    pub fn shut_down(&mut self) -> JoinHandle<()> {
+        self.stop.notify_one();
+        self.served.take().expect("the server is shut down once")
     }
 }
 

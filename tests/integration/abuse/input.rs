@@ -30,7 +30,11 @@ async fn too_many_messages_are_refused_naming_the_limit() {
     assert_eq!(streamed.status, 400);
     let refusal = refusal(&h, &streamed.raw);
     assert_eq!(refusal.error.code, "too_many_messages");
-    assert!(refusal.error.message.contains("最多 20 条"), "{}", refusal.error.message);
+    assert!(
+        refusal.error.message.contains("最多 20 条"),
+        "{}",
+        refusal.error.message
+    );
     still_serves(&h).await;
 }
 
@@ -41,10 +45,19 @@ async fn a_prompt_beyond_the_context_window_is_refused() {
     let prompt = " a".repeat(140_000);
     let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
     let streamed = h.post(&body.to_string()).await;
-    assert_eq!(streamed.status, 400, "{}", &streamed.raw[..streamed.raw.len().min(300)]);
+    assert_eq!(
+        streamed.status,
+        400,
+        "{}",
+        &streamed.raw[..streamed.raw.len().min(300)]
+    );
     let refusal = refusal(&h, &streamed.raw);
     assert_eq!(refusal.error.code, "context_too_long");
-    assert!(refusal.error.message.contains("131072"), "{}", refusal.error.message);
+    assert!(
+        refusal.error.message.contains("131072"),
+        "{}",
+        refusal.error.message
+    );
     still_serves(&h).await;
 }
 

@@ -62,25 +62,41 @@ async fn keys_are_redacted_before_the_message_is_cut() {
     let h = harness(&[KEY], &[]).await;
     // A 400-byte error body whose message ends with the key, around the 300-char cut.
     for bytes in [330, 340, 350, 360] {
-        let streamed = h.ask(&format!("{bytes} [[fake:openai errbody=400:{bytes}]]")).await;
+        let streamed = h
+            .ask(&format!("{bytes} [[fake:openai errbody=400:{bytes}]]"))
+            .await;
         streamed.assert_well_formed();
         // Not even a prefix of the key may reach the client.
-        assert!(!streamed.raw.contains(&KEY[..12]), "{bytes}: {}", streamed.raw);
+        assert!(
+            !streamed.raw.contains(&KEY[..12]),
+            "{bytes}: {}",
+            streamed.raw
+        );
     }
     still_serves(&h).await;
 }
 
 #[tokio::test]
 async fn a_provider_lingering_after_finish_gets_a_short_grace() {
-    let extra = [("LLM_TIMEOUT_SECS", "20"), ("STREAMAI_FINISH_GRACE_MS", "300")];
+    let extra = [
+        ("LLM_TIMEOUT_SECS", "20"),
+        ("STREAMAI_FINISH_GRACE_MS", "300"),
+    ];
     let h = harness(&[KEY], &extra).await;
     let started = Instant::now();
     let streamed = h.ask("[[fake:deepseek linger]]").await;
     let elapsed = started.elapsed();
     streamed.assert_well_formed();
     assert_eq!(streamed.text(), ANSWER);
-    assert!(matches!(streamed.last(), Frame::Done { .. }), "{:?}", streamed.last());
-    assert!(elapsed < Duration::from_secs(3), "done after {elapsed:?}, not the idle timeout");
+    assert!(
+        matches!(streamed.last(), Frame::Done { .. }),
+        "{:?}",
+        streamed.last()
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "done after {elapsed:?}, not the idle timeout"
+    );
     still_serves(&h).await;
 }
 

@@ -47,8 +47,15 @@ async fn retry_after_seconds_is_waited_even_with_other_keys_of_the_account() {
     let h = harness(&ONE_ACCOUNT, &[]).await;
     let (streamed, elapsed) =
         ask_timed(&h, "[[fake:openai status=429 times=1 retry_after=2]]").await;
-    assert_eq!(waits(&streamed), [2000], "the retry frame announces the real wait");
-    assert!(elapsed >= Duration::from_secs(2), "retried after {elapsed:?}");
+    assert_eq!(
+        waits(&streamed),
+        [2000],
+        "the retry frame announces the real wait"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "retried after {elapsed:?}"
+    );
     // Rotation still spreads the load: the retry goes to the next key, after the wait.
     assert_eq!(keys_used(&h), [ONE_ACCOUNT[0], ONE_ACCOUNT[1]]);
     still_serves(&h).await;
@@ -62,7 +69,10 @@ async fn retry_after_as_an_http_date_is_waited() {
     let waits = waits(&streamed);
     // An HTTP-date has whole seconds: "two seconds ahead" is one to three seconds away.
     assert!((1000..=3000).contains(&waits[0]), "{waits:?}");
-    assert!(elapsed >= Duration::from_millis(waits[0]), "{elapsed:?} < {waits:?}");
+    assert!(
+        elapsed >= Duration::from_millis(waits[0]),
+        "{elapsed:?} < {waits:?}"
+    );
     still_serves(&h).await;
 }
 
@@ -74,7 +84,10 @@ async fn without_retry_after_the_backoff_is_at_least_the_minimum() {
     let waits = waits(&streamed);
     assert_eq!(waits.len(), 1);
     assert!((700..=1400).contains(&waits[0]), "{waits:?}");
-    assert!(elapsed >= Duration::from_millis(700), "retried after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(700),
+        "retried after {elapsed:?}"
+    );
     still_serves(&h).await;
 }
 
@@ -89,7 +102,10 @@ async fn a_key_of_another_account_answers_at_once() {
     let (streamed, elapsed) =
         ask_timed(&h, "[[fake:openai status=429 times=1 retry_after=2]]").await;
     assert_eq!(waits(&streamed), [0]);
-    assert!(elapsed < Duration::from_secs(1), "switched after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "switched after {elapsed:?}"
+    );
     // key#2 shares team-a's cooldown and is skipped; team-b's key answers.
     assert_eq!(keys_used(&h), [ONE_ACCOUNT[0], ONE_ACCOUNT[2]]);
     // While team-a cools, every request goes to team-b.
