@@ -1,5 +1,6 @@
 import { test, expect } from "@playwright/test";
 import path from "node:path";
+import { ANSWER, savedMessages } from "./fixtures";
 
 // The page as the server renders it, before any JavaScript runs.
 test("server renders the home page with its tabs", async ({ request }) => {
@@ -61,3 +62,55 @@ for (const width of [375, 1280]) {
     await page.screenshot({ path: file, fullPage: true });
   });
 }
+
+// Issue 8: every page is served with a nonce CSP (src/server/security.rs). The page must work
+// under it: hydration, tab switches (which call the `server_info` function with a JSON POST)
+// and a streamed answer, with not one violation reported.
+test("the app works under its Content Security Policy", async ({ page }) => {
+  const violations: string[] = [];
+  await page.exposeFunction("__reportCsp", (v: string) => violations.push(v));
+  await page.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) =>
+      (window as any).__reportCsp(`${e.violatedDirective} blocked ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`),
+    );
+  });
+  const consoleCsp: string[] = [];
+  page.on("console", (msg) => {
+    if (/Content Security Policy|Content-Security-Policy/i.test(msg.text())) consoleCsp.push(msg.text());
+  });
+
+  const response = await page.goto("/");
+  const policy = response?.headers()["content-security-policy"] ?? "";
+  expect(policy).toMatch(/script-src 'self' 'nonce-[A-Za-z0-9_-]{22,}' 'wasm-unsafe-eval'/);
+  expect(policy).toContain("frame-ancestors 'none'");
+  expect(response?.headers()["x-content-type-options"]).toBe("nosniff");
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  await page.evaluate(() => localStorage.clear());
+
+  // Client-side tab switch: the settings tab asks the server function in the browser.
+  const info = page.waitForResponse((r) => r.url().endsWith("/api/server_info"));
+  await page.getByRole("link", { name: "服务配置" }).click();
+  const infoResponse = await info;
+  expect(infoResponse.status()).toBe(200);
+  expect(infoResponse.request().headers()["content-type"]).toContain("application/json");
+  await expect(page.getByTestId("model")).toHaveText("fake-model");
+
+  // Back to the chat tab, and a streamed answer.
+  await page.getByRole("link", { name: "流式AI" }).first().click();
+  await expect(page).toHaveURL(/\/$/);
+  const composer = page.getByTestId("composer");
+  await composer.fill("你好");
+  await composer.press("Enter");
+  const answer = page.getByTestId("answer").last();
+  await expect(answer).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  expect((await savedMessages(page)).at(-1)?.content).toBe(ANSWER);
+  await expect(answer.getByTestId("answer-text")).toContainText("回答完毕。");
+
+  // A full load of the settings page hydrates too.
+  await page.goto("/settings");
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByTestId("model")).toHaveText("fake-model");
+
+  expect(violations).toEqual([]);
+  expect(consoleCsp).toEqual([]);
+});
