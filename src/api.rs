@@ -51,7 +51,46 @@ impl ServerInfo {
 #[server(prefix = "/api", endpoint = "server_info", input = server_fn::codec::Json)]
 pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
     let state = expect_context::<crate::server::AppState>();
-    Ok(state.server_info())
+    Ok(server_info(state.llm.config()))
+}
+
+/// The configuration as the browser may see it: keys masked.
+#[cfg(feature = "ssr")]
+fn server_info(llm: &crate::llm::LlmConfig) -> ServerInfo {
+    use crate::llm::keys;
+
+    let providers = llm.providers.iter().map(|p| ProviderInfo {
+        id: p.id.clone(),
+        label: p.label.clone(),
+        base_url: p.base_url.clone(),
+        default_model: p.default_model.clone(),
+        models: p
+            .models
+            .iter()
+            .map(|m| ModelInfo {
+                id: m.id.clone(),
+                input_price: m.price.input_display(),
+                output_price: m.price.output_display(),
+                max_output_tokens: m.max_output_tokens,
+            })
+            .collect(),
+        keys: if llm.is_demo() {
+            Vec::new()
+        } else {
+            keys::mask_all(&p.keys)
+        },
+    });
+    ServerInfo {
+        demo: llm.is_demo(),
+        default_provider: llm.default_provider.clone(),
+        providers: providers.collect(),
+        temperature: llm.defaults.temperature,
+        max_tokens: llm.defaults.max_tokens,
+        seed: llm.defaults.seed,
+        timeout_secs: llm.timeout.as_secs(),
+        max_retries: llm.retry.max_retries,
+        max_body_bytes: llm.limits.max_body_bytes,
+    }
 }
 
 /// A whole answer, for features that want one reply rather than a stream.

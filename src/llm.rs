@@ -11,19 +11,20 @@
 //! validated request and yields protocol frames; `server` owns HTTP towards the browser.
 //! Keys never leave [`keys`] except into the `Authorization` header.
 
-pub mod client;
-pub mod config;
+mod client;
+pub(crate) mod config;
 pub mod cost;
-pub mod error;
-pub mod keys;
+mod error;
+pub(crate) mod keys;
 mod relay;
-pub mod request;
-pub mod retry;
+pub(crate) mod request;
+pub(crate) mod retry;
 pub mod tokens;
-pub mod upstream;
+mod upstream;
 pub mod wire;
 
-pub use client::{FrameStream, LlmClient, Shutdown};
+pub use client::{LlmClient, Shutdown};
 pub use config::LlmConfig;
 pub use error::LlmError;
+pub use relay::FrameStream;
 pub use request::ChatJob;

@@ -4,14 +4,14 @@
 //! Architecture invariant: this is the only layer that knows HTTP towards the browser,
 //! the app state and the secrets' owner (`llm`).
 
-pub mod chat_sse;
+mod chat_sse;
 mod limits;
 pub mod routes;
 pub mod security;
 pub mod serve;
-pub mod shutdown;
-pub mod state;
-pub mod telemetry;
+mod shutdown;
+mod state;
+mod telemetry;
 
 use std::process::ExitCode;
 

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use reqwest::header::HeaderMap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 
 use super::config::LlmConfig;
@@ -20,11 +18,8 @@ use super::keys::{key_id, KeyRing, NoKey};
 use super::request::{self, ChatJob};
 use super::retry::retry_after;
 use super::upstream::UpstreamStream;
-use super::wire::{self, ChatCompletionRequest, StreamOptions, UpstreamEvent};
-use crate::protocol::{ChatRequest, Frame, Rejection};
-
-/// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
-pub type FrameStream = BoxStream<'static, Frame>;
+use super::wire::{self, ChatCompletionRequest, StreamOptions};
+use crate::protocol::{ChatRequest, Rejection};
 
 /// Flips to `true` when the server shuts down; open streams then end.
 pub type Shutdown = watch::Receiver<bool>;
@@ -35,11 +30,10 @@ pub struct LlmClient {
     rings: HashMap<String, KeyRing>,
 }
 
-/// A provider stream that has produced its first text (or finished without any).
+/// A provider stream that has produced its first text (or finished without any); the
+/// events read so far are still in `body`, in order.
 pub(super) struct Opened {
     pub key: usize,
-    /// Events read before and including the first text.
-    pub head: Vec<UpstreamEvent>,
     pub body: UpstreamStream,
 }
 
@@ -84,23 +78,16 @@ impl LlmClient {
         })
     }
 
-    /// Starts a streaming chat. The provider call runs in its own task, which stops —
-    /// dropping the upstream connection — as soon as the returned stream is dropped.
-    pub fn stream(self: &Arc<Self>, job: ChatJob, shutdown: Shutdown) -> FrameStream {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(super::relay::run(self.clone(), job, tx, shutdown));
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|frame| (frame, rx))
-        })
-        .boxed()
-    }
-
-    /// Replaces any configured key found in `text`.
-    pub fn redact(&self, provider: &str, text: &str) -> String {
-        match self.rings.get(provider) {
-            Some(ring) => ring.redact(text),
-            None => text.to_owned(),
-        }
+    /// An error as the user and the logs may see it: any configured key of `provider`
+    /// replaced by its id, *then* cut to a readable length (a cut must never leave part
+    /// of a key behind). The one place where upstream text is redacted.
+    pub fn describe(&self, provider: &str, err: &LlmError) -> String {
+        let text = err.to_string();
+        let redacted = match self.rings.get(provider) {
+            Some(ring) => ring.redact(&text),
+            None => text,
+        };
+        wire::truncate(&redacted, 400)
     }
 
     /// Opens the provider stream, retrying what is worth retrying. Each wait is announced
@@ -134,7 +121,8 @@ impl LlmClient {
             tracing::warn!(
                 attempt,
                 wait_ms = millis(wait),
-                "retrying before the first token: {err}"
+                "retrying before the first token: {}",
+                self.describe(&job.provider, err).escape_debug()
             );
             on_retry(RetryWait {
                 attempt,
@@ -198,28 +186,11 @@ impl LlmClient {
         }
 
         let mut body = UpstreamStream::new(response);
-        let mut head = Vec::new();
-        loop {
-            let event = match timeout_at(deadline, body.next_event()).await {
-                Err(_) => return Err(first_token_timeout()),
-                Ok(result) => result?,
-            };
-            match event {
-                None if head.iter().any(|e| matches!(e, UpstreamEvent::Finish(_))) => break,
-                None => return Err(LlmError::Disconnected),
-                Some(UpstreamEvent::Error(message)) => {
-                    return Err(LlmError::InStream(ring.redact(&message)))
-                }
-                Some(event) => {
-                    let last = event.is_text() || event == UpstreamEvent::Done;
-                    head.push(event);
-                    if last {
-                        break;
-                    }
-                }
-            }
+        match timeout_at(deadline, body.read_to_first_text()).await {
+            Err(_) => Err(first_token_timeout()),
+            Ok(Err(err)) => Err(err),
+            Ok(Ok(())) => Ok(Opened { key, body }),
         }
-        Ok(Opened { key, head, body })
     }
 
     /// Turns an error status into an error, resting the key or its account when they
@@ -241,12 +212,11 @@ impl LlmClient {
             None if text.trim().is_empty() => "（无说明）".to_owned(),
             None => text.to_owned(),
         };
-        // Redact before truncating: a cut must never leave part of a key behind.
-        let detail = wire::truncate(&ring.redact(&detail), 300);
         let code = json.as_ref().and_then(wire::error_code).unwrap_or_default();
         let now = Instant::now();
         let park_until = later(now, self.config.key_park);
-        tracing::warn!(key_id = %key_id(key), status, code = %code.escape_debug(), "provider refused: {}", detail.escape_debug());
+        // The detail is logged, redacted, where the error is reported (`describe`).
+        tracing::warn!(key_id = %key_id(key), status, code = %code.escape_debug(), "provider refused");
         match status {
             402 => {
                 ring.park_account(key, park_until);

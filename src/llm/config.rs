@@ -210,12 +210,16 @@ impl LlmConfig {
             path: path.clone(),
             reason: err.to_string(),
         })?;
-        let env: HashMap<String, String> = std::env::vars().collect();
-        Self::from_parts(&text, &env)
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_parts(&text, env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     /// Builds the configuration from the settings text and an environment map.
-    pub fn from_parts(settings: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn from_parts<'a>(
+        settings: &str,
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ConfigError> {
+        let env: HashMap<&str, &str> = env.into_iter().collect();
         let raw: RawSettings =
             toml::from_str(settings).map_err(|err| ConfigError::Parse(err.to_string()))?;
         let lookup = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
@@ -503,17 +507,21 @@ fn model_ids(provider: &Provider) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const SETTINGS: &str = include_str!("../../Leptos.toml");
+    pub(crate) const SETTINGS: &str = include_str!("../../tests/fixtures/settings.toml");
 
     fn config(vars: &[(&str, &str)]) -> Result<LlmConfig, ConfigError> {
-        let env = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        LlmConfig::from_parts(SETTINGS, &env)
+        LlmConfig::from_parts(SETTINGS, vars.iter().copied())
+    }
+
+    #[test]
+    fn the_shipped_settings_load() {
+        let shipped = include_str!("../../Leptos.toml");
+        let config = LlmConfig::from_parts(shipped, [("SILICONFLOW_API_KEY", "k")]).unwrap();
+        assert_eq!(config.default_provider, "siliconflow");
+        assert!(LlmConfig::from_parts(shipped, []).unwrap().is_demo());
     }
 
     #[test]

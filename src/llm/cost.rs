@@ -21,18 +21,16 @@ impl Price {
         }
     }
 
-    /// Parses a decimal CNY-per-million string (`"2"`, `"0.8"`, `"1.08"`) into micro-yuan.
-    /// At most six decimals; anything else is refused rather than rounded.
+    /// Parses a decimal CNY-per-million string (`"2"`, `"0.8"`, `"1.08"`) into micro-yuan,
+    /// with the one money parser ([`Yuan::parse`]). At most six decimals: a finer price
+    /// is refused rather than rounded.
     pub fn parse_per_million(text: &str) -> Option<u64> {
-        let text = text.trim();
-        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 6 {
+        const PICO_PER_MICRO: u128 = 1_000_000;
+        let Yuan(pico) = Yuan::parse(text.trim())?;
+        if pico % PICO_PER_MICRO != 0 {
             return None;
         }
-        let whole: u64 = whole.parse().ok()?;
-        let frac_micro: u64 = format!("{frac:0<6}").parse().ok()?;
-        whole.checked_mul(1_000_000)?.checked_add(frac_micro)
+        u64::try_from(pico / PICO_PER_MICRO).ok()
     }
 
     /// The input price as configured, in CNY per million tokens (`"2"`, `"0.8"`).
@@ -118,5 +116,7 @@ mod tests {
         assert_eq!(Price::parse_per_million("1e3"), None);
         assert_eq!(Price::parse_per_million(""), None);
         assert_eq!(Price::parse_per_million(".5"), None);
+        // The same rules as every other amount of money (`Yuan::parse`).
+        assert_eq!(Price::parse_per_million("1."), None);
     }
 }

@@ -16,6 +16,9 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
 use super::client::{later, millis, LlmClient, RetryWait, Shutdown};
 use super::cost::Price;
 use super::error::LlmError;
@@ -25,13 +28,24 @@ use super::tokens;
 use super::wire::{UpstreamEvent, WireUsage};
 use crate::protocol::{Frame, Timing, Usage, UsageSource};
 
+/// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
+pub type FrameStream = BoxStream<'static, Frame>;
+
+impl LlmClient {
+    /// Starts a streaming chat. The provider call runs in its own task, which stops —
+    /// dropping the upstream connection — as soon as the returned stream is dropped.
+    pub fn stream(self: &Arc<Self>, job: ChatJob, shutdown: Shutdown) -> FrameStream {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(run(self.clone(), job, tx, shutdown));
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        })
+        .boxed()
+    }
+}
+
 /// Runs one chat to its end, sending frames to `tx`.
-pub(super) async fn run(
-    client: Arc<LlmClient>,
-    job: ChatJob,
-    tx: mpsc::Sender<Frame>,
-    shutdown: Shutdown,
-) {
+async fn run(client: Arc<LlmClient>, job: ChatJob, tx: mpsc::Sender<Frame>, shutdown: Shutdown) {
     let id = next_id();
     let span = tracing::info_span!(
         "chat",
@@ -111,7 +125,6 @@ async fn drive(
     };
     tracing::Span::current().record("key_id", key_id(upstream.key));
 
-    let mut pending = std::mem::take(&mut upstream.head).into_iter();
     loop {
         // After `finish_reason` only usage and `[DONE]` may follow: a provider that
         // keeps the connection open in silence gets a short grace, not the idle timeout.
@@ -121,18 +134,15 @@ async fn drive(
         } else {
             config.timeout
         };
-        let event = match pending.next() {
-            Some(event) => Ok(Some(event)),
-            None => tokio::select! {
-                biased;
-                () = tx.closed() => return End::ClientGone,
-                () = shutdown_requested(shutdown) => return End::Failed(LlmError::Shutdown),
-                () = tokio::time::sleep_until(deadline) => return too_long(),
-                next = tokio::time::timeout(silence, upstream.body.next_event()) => match next {
-                    Ok(next) => next,
-                    Err(_) if finished => Ok(None),
-                    Err(_) => Err(LlmError::IdleTimeout(silence.as_secs())),
-                },
+        let event = tokio::select! {
+            biased;
+            () = tx.closed() => return End::ClientGone,
+            () = shutdown_requested(shutdown) => return End::Failed(LlmError::Shutdown),
+            () = tokio::time::sleep_until(deadline) => return too_long(),
+            next = tokio::time::timeout(silence, upstream.body.next_event()) => match next {
+                Ok(next) => next,
+                Err(_) if finished => Ok(None),
+                Err(_) => Err(LlmError::IdleTimeout(silence.as_secs())),
             },
         };
         match event {
@@ -140,7 +150,7 @@ async fn drive(
             Ok(None) if finished => return End::Finished,
             Ok(None) => return End::Failed(LlmError::Disconnected),
             Ok(Some(UpstreamEvent::Error(message))) => {
-                return End::Failed(LlmError::InStream(client.redact(&job.provider, &message)))
+                return End::Failed(LlmError::InStream(message))
             }
             Ok(Some(event)) => {
                 let Some(frame) = session.apply(event) else {
@@ -295,7 +305,7 @@ impl Session {
         } else {
             (None, None)
         };
-        let message = client.redact(&job.provider, &err.to_string());
+        let message = client.describe(&job.provider, &err);
         let span = tracing::Span::current();
         span.record("outcome", "error");
         if let Some(cost) = &cost {

@@ -196,14 +196,10 @@ pub fn fit_context(mut job: ChatJob, prompt_tokens: u32) -> Result<ChatJob, Reje
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::llm::config::tests::SETTINGS;
 
     fn config() -> LlmConfig {
-        let env: HashMap<String, String> = [("DEEPSEEK_API_KEY", "k")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        LlmConfig::from_parts(include_str!("../../Leptos.toml"), &env).unwrap()
+        LlmConfig::from_parts(SETTINGS, [("DEEPSEEK_API_KEY", "k")]).unwrap()
     }
 
     /// Runs a body through parsing and resolving; returns the refusal's code and field.

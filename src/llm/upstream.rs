@@ -21,6 +21,7 @@ fn oversized(exceeded: LimitExceeded) -> String {
     format!("上游的{part}超过 {} KiB", exceeded.limit / 1024)
 }
 
+/// A provider's response body, read event by event.
 pub struct UpstreamStream {
     body: BoxStream<'static, Result<Bytes, reqwest::Error>>,
     parser: Parser,
@@ -30,12 +31,8 @@ pub struct UpstreamStream {
 
 impl UpstreamStream {
     pub fn new(response: reqwest::Response) -> Self {
-        UpstreamStream::from_body(response.bytes_stream().boxed())
-    }
-
-    pub fn from_body(body: BoxStream<'static, Result<Bytes, reqwest::Error>>) -> Self {
         UpstreamStream {
-            body,
+            body: response.bytes_stream().boxed(),
             parser: Parser::new(),
             pending: VecDeque::new(),
             ended: false,
@@ -44,29 +41,70 @@ impl UpstreamStream {
 
     /// The next event; `Ok(None)` when the body has ended. A broken connection is
     /// [`LlmError::Disconnected`]; a line or event over the parser's 1 MiB limit is
-    /// [`LlmError::Protocol`] (after the events completed before it). A data line that is not valid JSON is skipped and
-    /// logged: one bad line must not cost the user the rest of the answer.
+    /// [`LlmError::Protocol`] (after the events completed before it). A data line that is
+    /// not valid JSON is skipped and logged: one bad line must not cost the user the rest
+    /// of the answer.
     pub async fn next_event(&mut self) -> Result<Option<UpstreamEvent>, LlmError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
             }
-            if let Some(exceeded) = self.parser.failed() {
-                return Err(LlmError::Protocol(oversized(exceeded)));
-            }
-            if self.ended {
+            if !self.read_more().await? {
                 return Ok(None);
             }
-            match self.body.next().await {
-                Some(Ok(bytes)) => self.absorb(&bytes),
-                Some(Err(err)) => {
-                    tracing::debug!("upstream body broke: {err}");
-                    self.ended = true;
-                    return Err(LlmError::Disconnected);
+        }
+    }
+
+    /// Reads ahead until the first text has arrived, keeping every event for
+    /// [`Self::next_event`]: until then a failure can still be retried, after it never.
+    /// Also succeeds on `[DONE]`, or on the body's end after a `finish_reason` (an empty
+    /// answer). Fails on a break or an in-stream error before any text.
+    pub async fn read_to_first_text(&mut self) -> Result<(), LlmError> {
+        let mut scanned = 0;
+        loop {
+            for event in self.pending.iter().skip(scanned) {
+                match event {
+                    UpstreamEvent::Done => return Ok(()),
+                    UpstreamEvent::Error(message) => {
+                        return Err(LlmError::InStream(message.clone()))
+                    }
+                    event if event.is_text() => return Ok(()),
+                    _ => {}
                 }
-                None => self.ended = true,
+            }
+            scanned = self.pending.len();
+            if !self.read_more().await? {
+                let finished = self
+                    .pending
+                    .iter()
+                    .any(|e| matches!(e, UpstreamEvent::Finish(_)));
+                return if finished {
+                    Ok(())
+                } else {
+                    Err(LlmError::Disconnected)
+                };
             }
         }
+    }
+
+    /// Reads the next bytes into `pending`; `Ok(false)` once the body has ended.
+    async fn read_more(&mut self) -> Result<bool, LlmError> {
+        if let Some(exceeded) = self.parser.failed() {
+            return Err(LlmError::Protocol(oversized(exceeded)));
+        }
+        if self.ended {
+            return Ok(false);
+        }
+        match self.body.next().await {
+            Some(Ok(bytes)) => self.absorb(&bytes),
+            Some(Err(err)) => {
+                tracing::debug!("upstream body broke: {err}");
+                self.ended = true;
+                return Err(LlmError::Disconnected);
+            }
+            None => self.ended = true,
+        }
+        Ok(true)
     }
 
     fn absorb(&mut self, bytes: &[u8]) {

@@ -79,8 +79,6 @@ pub struct Parser {
     after_cr: bool,
     /// Set once the start of the stream has been checked for a BOM.
     past_bom: bool,
-    /// Comment lines seen (keep-alives), for callers that want to know the stream is alive.
-    comments: u64,
     /// The most bytes one line, or one event's data, may have.
     limit: usize,
     /// Set when the stream broke the limit; from then on nothing is read.
@@ -110,7 +108,6 @@ impl Parser {
             id: None,
             after_cr: false,
             past_bom: false,
-            comments: 0,
             limit,
             failed: None,
         }
@@ -160,17 +157,6 @@ impl Parser {
     /// and the parser has stopped reading it.
     pub fn failed(&self) -> Option<LimitExceeded> {
         self.failed
-    }
-
-    /// How many comment lines (e.g. `: keep-alive`) have been seen so far.
-    pub fn comments(&self) -> u64 {
-        self.comments
-    }
-
-    /// True when bytes of an unfinished line or event are buffered: a stream that ends
-    /// now ended in the middle of an event. (False after a failure: the buffers are gone.)
-    pub fn has_partial(&self) -> bool {
-        !self.line.is_empty() || self.has_data
     }
 
     /// Records the failure and frees the buffers.
@@ -230,7 +216,6 @@ impl Parser {
             return;
         }
         if line[0] == b':' {
-            self.comments += 1;
             return;
         }
         let (field, value) = match line.iter().position(|&b| b == b':') {
@@ -325,7 +310,6 @@ mod tests {
         check(b": keep-alive\n\n: keep-alive\n\ndata: x\n\n:\n\n", &["x"]);
         let mut parser = Parser::new();
         parser.feed(b": keep-alive\n\n: ping\n");
-        assert_eq!(parser.comments(), 2);
     }
 
     #[test]
@@ -348,9 +332,7 @@ mod tests {
     fn incomplete_event_is_held_back() {
         let mut parser = Parser::new();
         assert!(parser.feed(b"data: {\"a\"").is_empty());
-        assert!(parser.has_partial());
         assert_eq!(datas(&parser.feed(b":1}\n\n")), ["{\"a\":1}"]);
-        assert!(!parser.has_partial());
     }
 
     #[test]
@@ -389,7 +371,10 @@ mod tests {
             limit: DEFAULT_LIMIT,
         };
         assert_eq!(failed, Some(expected));
-        assert!(!parser.has_partial(), "the buffer is freed");
+        assert!(
+            parser.line.is_empty() && parser.data.is_empty(),
+            "the buffers are freed"
+        );
         assert!(
             parser.feed(b"\n\ndata: later\n\n").is_empty(),
             "nothing is read after a failure"
@@ -452,7 +437,6 @@ mod tests {
     fn comment_lines_are_limited_too() {
         let mut parser = Parser::with_limit(4);
         assert!(parser.feed(b": ok\n: too long\n").is_empty());
-        assert_eq!(parser.comments(), 1);
         assert_eq!(parser.failed().map(|f| f.part), Some(Part::Line));
     }
 

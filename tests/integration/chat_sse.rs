@@ -6,22 +6,13 @@ use std::time::{Duration, Instant};
 use streamai::fake_upstream::{pieces, Outcome, ANSWER, REASONING};
 use streamai::protocol::{ErrorCode, Frame, UsageSource};
 
-use crate::support::harness;
+use crate::support::{harness, Failed, Finished, Streamed};
 
 const KEY: &str = "sk-fake-integration-key-0001";
 
-fn done_usage(frame: &Frame) -> (u32, u32, UsageSource) {
-    match frame {
-        Frame::Done { usage, .. } => (usage.prompt_tokens, usage.completion_tokens, usage.source),
-        other => panic!("expected done, got {other:?}"),
-    }
-}
-
-fn error_code(frame: &Frame) -> ErrorCode {
-    match frame {
-        Frame::Error { code, .. } => *code,
-        other => panic!("expected error, got {other:?}"),
-    }
+fn done_usage(streamed: &Streamed) -> (u32, u32, UsageSource) {
+    let usage = streamed.done().usage;
+    (usage.prompt_tokens, usage.completion_tokens, usage.source)
 }
 
 #[tokio::test]
@@ -41,7 +32,7 @@ async fn every_provider_shape_reassembles_byte_for_byte() {
         assert_eq!(streamed.status, 200, "{shape}");
         streamed.assert_well_formed();
         assert_eq!(streamed.text(), ANSWER, "{shape}");
-        let (prompt_tokens, completion_tokens, source) = done_usage(streamed.last());
+        let (prompt_tokens, completion_tokens, source) = done_usage(&streamed);
         assert_eq!(
             source,
             UsageSource::Provider,
@@ -113,19 +104,16 @@ async fn response_headers_and_wire_framing() {
 async fn missing_usage_falls_back_to_tiktoken_and_cost_is_exact() {
     let h = harness(&[KEY], &[]).await;
     let streamed = h.ask("[[fake:openai no_usage]]").await;
-    let (prompt_tokens, completion_tokens, source) = done_usage(streamed.last());
+    let (prompt_tokens, completion_tokens, source) = done_usage(&streamed);
     assert_eq!(source, UsageSource::Tiktoken);
     assert_eq!(completion_tokens, streamai::llm::tokens::count_text(ANSWER));
     assert!(prompt_tokens > 0);
-    let Frame::Done {
+    let Finished {
         cost,
         timing,
         finish_reason,
         ..
-    } = streamed.last()
-    else {
-        unreachable!()
-    };
+    } = streamed.done();
     assert_eq!(cost.currency, "CNY");
     assert_eq!(finish_reason, "stop");
     assert!(timing.first_token_ms.is_some());
@@ -145,16 +133,10 @@ async fn a_429_with_retry_after_seconds_is_waited_out() {
     assert_eq!(streamed.text(), ANSWER);
     let retries = streamed.retries();
     assert_eq!(retries.len(), 1);
-    assert!(
-        matches!(
-            retries[0],
-            Frame::Retry {
-                attempt: 1,
-                max_retries: 3,
-                wait_ms: 1000,
-                ..
-            }
-        ),
+    let first = &retries[0];
+    assert_eq!(
+        (first.attempt, first.max_retries, first.wait_ms),
+        (1, 3, 1000),
         "{retries:?}"
     );
     assert!(elapsed >= Duration::from_secs(1), "waited {elapsed:?}");
@@ -169,12 +151,10 @@ async fn a_429_with_retry_after_as_a_date_is_waited_out() {
         .ask("[[fake:openai status=429 times=1 retry_after_date=1]]")
         .await;
     assert_eq!(streamed.text(), ANSWER);
-    let Frame::Retry { wait_ms, .. } = streamed.retries()[0] else {
-        unreachable!()
-    };
+    let wait_ms = streamed.retry_waits()[0];
     // The date is rounded to whole seconds: between one and two seconds ahead.
-    assert!((500..=2100).contains(wait_ms), "{wait_ms}");
-    assert!(started.elapsed() >= Duration::from_millis(*wait_ms));
+    assert!((500..=2100).contains(&wait_ms), "{wait_ms}");
+    assert!(started.elapsed() >= Duration::from_millis(wait_ms));
 }
 
 #[tokio::test]
@@ -182,14 +162,7 @@ async fn a_429_without_retry_after_uses_the_backoff() {
     let h = harness(&[KEY], &[]).await;
     let streamed = h.ask("[[fake:siliconflow status=429 times=2]]").await;
     assert_eq!(streamed.text(), ANSWER);
-    let waits: Vec<u64> = streamed
-        .retries()
-        .iter()
-        .map(|f| match f {
-            Frame::Retry { wait_ms, .. } => *wait_ms,
-            _ => unreachable!(),
-        })
-        .collect();
+    let waits = streamed.retry_waits();
     assert_eq!(waits.len(), 2);
     assert!(
         waits.iter().all(|w| (50..=200).contains(w)),
@@ -203,13 +176,12 @@ async fn a_retry_after_beyond_the_cap_fails_at_once_saying_when() {
     let streamed = h.ask("[[fake:openai status=429 retry_after=120]]").await;
     streamed.assert_well_formed();
     assert!(streamed.retries().is_empty());
-    assert_eq!(error_code(streamed.last()), ErrorCode::RateLimited);
-    let Frame::Error {
-        message, retryable, ..
-    } = streamed.last()
-    else {
-        unreachable!()
-    };
+    let Failed {
+        code,
+        message,
+        retryable,
+    } = streamed.error();
+    assert_eq!(code, ErrorCode::RateLimited);
     assert!(message.contains("120 秒"), "{message}");
     assert!(retryable);
     assert_eq!(h.fake.records().len(), 1);
@@ -224,9 +196,7 @@ async fn server_errors_are_retried_then_succeed() {
     assert_eq!(streamed.retries().len(), 2);
     let html = h.ask("[[fake:openai status=502 html times=1]]").await;
     assert_eq!(html.text(), ANSWER);
-    let Frame::Retry { reason, .. } = html.retries()[0] else {
-        unreachable!()
-    };
+    let reason = html.retries()[0].reason;
     assert!(reason.contains("502"), "{reason}");
 }
 
@@ -236,7 +206,7 @@ async fn retries_are_bounded_then_one_error() {
     let streamed = h.ask("[[fake:openai status=500]]").await;
     streamed.assert_well_formed();
     assert_eq!(streamed.retries().len(), 3, "LLM_MAX_RETRIES = 3");
-    assert_eq!(error_code(streamed.last()), ErrorCode::Upstream);
+    assert_eq!(streamed.error().code, ErrorCode::Upstream);
     assert_eq!(h.fake.records().len(), 4);
     let bad_request = h.ask("[[fake:openai status=400]]").await;
     assert!(bad_request.retries().is_empty(), "a 400 is not retried");
@@ -274,7 +244,7 @@ async fn a_drop_before_any_text_is_retried() {
     let h = harness(&[KEY], &[]).await;
     let streamed = h.ask("[[fake:openai drop_after=0]]").await;
     assert_eq!(streamed.retries().len(), 3);
-    assert_eq!(error_code(streamed.last()), ErrorCode::Disconnected);
+    assert_eq!(streamed.error().code, ErrorCode::Disconnected);
 }
 
 #[tokio::test]
@@ -284,7 +254,7 @@ async fn a_stall_ends_after_the_idle_timeout() {
     let streamed = h.ask("[[fake:deepseek stall_after=3]]").await;
     streamed.assert_well_formed();
     assert_eq!(streamed.text(), pieces(ANSWER)[..3].concat());
-    assert_eq!(error_code(streamed.last()), ErrorCode::Timeout);
+    assert_eq!(streamed.error().code, ErrorCode::Timeout);
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "LLM_TIMEOUT_SECS = 2"
@@ -297,10 +267,8 @@ async fn an_error_object_inside_a_200_stream_ends_it() {
     let streamed = h.ask("[[fake:openai error_after=4]]").await;
     streamed.assert_well_formed();
     assert_eq!(streamed.text(), pieces(ANSWER)[..4].concat());
-    let Frame::Error { code, message, .. } = streamed.last() else {
-        unreachable!()
-    };
-    assert_eq!(*code, ErrorCode::Upstream);
+    let Failed { code, message, .. } = streamed.error();
+    assert_eq!(code, ErrorCode::Upstream);
     assert!(message.contains("overloaded"), "{message}");
 }
 
@@ -355,7 +323,7 @@ async fn shutdown_ends_open_streams_with_an_error_frame() {
     });
     let streamed = h.ask("[[fake:openai delay=50]]").await;
     streamed.assert_well_formed();
-    assert_eq!(error_code(streamed.last()), ErrorCode::Shutdown);
+    assert_eq!(streamed.error().code, ErrorCode::Shutdown);
     assert!(!streamed.text().is_empty());
 }
 
@@ -390,10 +358,11 @@ async fn a_rate_limited_account_cools_down_and_another_accounts_key_answers_at_o
     let h = harness(&keys, &accounts).await;
     let first = h.ask("one [[fake:openai]]").await;
     assert_eq!(first.text(), ANSWER);
-    let Frame::Retry { wait_ms, .. } = first.retries()[0] else {
-        unreachable!()
-    };
-    assert_eq!(*wait_ms, 0, "another key is ready: rotate without waiting");
+    assert_eq!(
+        first.retry_waits(),
+        [0],
+        "another account's key is ready: rotate without waiting"
+    );
     let second = h.ask("two [[fake:openai]]").await;
     assert!(second.retries().is_empty(), "the cooling key is skipped");
     let used: Vec<String> = h.fake.records().iter().map(|r| r.key.clone()).collect();
@@ -405,11 +374,9 @@ async fn when_no_key_is_usable_the_error_says_so_without_the_key() {
     let h = harness(&["sk-bad-key-only-one-1", "sk-broke-key-quota-02"], &[]).await;
     let streamed = h.ask("[[fake:openai]]").await;
     streamed.assert_well_formed();
-    assert_eq!(error_code(streamed.last()), ErrorCode::AuthFailed);
-    let Frame::Error { retryable, .. } = streamed.last() else {
-        unreachable!()
-    };
-    assert!(!retryable);
+    let failed = streamed.error();
+    assert_eq!(failed.code, ErrorCode::AuthFailed);
+    assert!(!failed.retryable);
     assert!(!streamed.raw.contains("sk-bad-key-only-one-1"));
     assert!(!streamed.raw.contains("sk-broke-key-quota-02"));
     assert_eq!(

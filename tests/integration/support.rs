@@ -1,15 +1,14 @@
-//! Shared test set-up: the app state from the real Cargo.toml and Leptos.toml, a real
+//! Shared test set-up: the app state from the real Cargo.toml and the settings fixture, a real
 //! server on a loopback port (through `server::serve`, the production accept loop), the
 //! fake upstream, and a client that reads our SSE frames with the same parser the
 //! browser uses.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use streamai::fake_upstream::FakeUpstream;
 use streamai::llm::LlmConfig;
-use streamai::protocol::Frame;
+use streamai::protocol::{Cost, ErrorCode, Frame, Timing, Usage};
 use streamai::server::{routes::router, serve::serve, AppState};
 use streamai::sse::Parser;
 use tokio::sync::Notify;
@@ -27,12 +26,9 @@ pub fn leptos_options() -> leptos::config::LeptosOptions {
 }
 
 pub fn llm_config(vars: &[(&str, &str)]) -> LlmConfig {
-    let env: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let settings = std::fs::read_to_string("Leptos.toml").expect("Leptos.toml is readable");
-    LlmConfig::from_parts(&settings, &env).expect("test configuration is valid")
+    let settings = std::fs::read_to_string("tests/fixtures/settings.toml")
+        .expect("the settings fixture is readable");
+    LlmConfig::from_parts(&settings, vars.iter().copied()).expect("test configuration is valid")
 }
 
 /// The app, served on a free loopback port, talking to its own fake upstream.
@@ -94,6 +90,49 @@ pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
     }
 }
 
+/// A `retry` frame's fields.
+#[derive(Debug)]
+pub struct Retried<'a> {
+    pub attempt: u32,
+    pub max_retries: u32,
+    pub wait_ms: u64,
+    pub reason: &'a str,
+}
+
+/// An `error` frame's fields.
+#[derive(Debug)]
+pub struct Failed<'a> {
+    pub code: ErrorCode,
+    pub message: &'a str,
+    pub retryable: bool,
+}
+
+/// A `done` frame's fields.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    pub finish_reason: &'a str,
+    pub usage: &'a Usage,
+    pub cost: &'a Cost,
+    pub timing: &'a Timing,
+}
+
+fn retried(frame: &Frame) -> Option<Retried<'_>> {
+    match frame {
+        Frame::Retry {
+            attempt,
+            max_retries,
+            wait_ms,
+            reason,
+        } => Some(Retried {
+            attempt: *attempt,
+            max_retries: *max_retries,
+            wait_ms: *wait_ms,
+            reason,
+        }),
+        _ => None,
+    }
+}
+
 /// A streamed answer as the client saw it.
 pub struct Streamed {
     pub status: u16,
@@ -123,11 +162,49 @@ impl Streamed {
             .collect()
     }
 
-    pub fn retries(&self) -> Vec<&Frame> {
-        self.frames
-            .iter()
-            .filter(|f| matches!(f, Frame::Retry { .. }))
-            .collect()
+    /// Every `retry` frame, in order.
+    pub fn retries(&self) -> Vec<Retried<'_>> {
+        self.frames.iter().filter_map(retried).collect()
+    }
+
+    /// The `wait_ms` of every `retry` frame.
+    pub fn retry_waits(&self) -> Vec<u64> {
+        self.retries().iter().map(|r| r.wait_ms).collect()
+    }
+
+    /// The `error` frame that ended the stream (panics, showing the frame, otherwise).
+    pub fn error(&self) -> Failed<'_> {
+        match self.last() {
+            Frame::Error {
+                code,
+                message,
+                retryable,
+                ..
+            } => Failed {
+                code: *code,
+                message,
+                retryable: *retryable,
+            },
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+
+    /// The `done` frame that ended the stream (panics, showing the frame, otherwise).
+    pub fn done(&self) -> Finished<'_> {
+        match self.last() {
+            Frame::Done {
+                finish_reason,
+                usage,
+                cost,
+                timing,
+            } => Finished {
+                finish_reason,
+                usage,
+                cost,
+                timing,
+            },
+            other => panic!("expected a done frame, got {other:?}"),
+        }
     }
 
     pub fn last(&self) -> &Frame {

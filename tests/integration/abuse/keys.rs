@@ -3,9 +3,9 @@
 //! model without a known price is refused unless the deployer declared it free.
 
 use streamai::fake_upstream::ANSWER;
-use streamai::protocol::{ErrorCode, Frame, RejectBody};
+use streamai::protocol::{ErrorCode, RejectBody};
 
-use crate::support::harness;
+use crate::support::{harness, Failed};
 
 const KEY: &str = "sk-abuse-keys-key-000001";
 
@@ -16,16 +16,12 @@ async fn a_403_fails_the_request_and_keeps_the_key() {
     let refused = h.ask(prompt).await;
     refused.assert_well_formed();
     assert!(refused.retries().is_empty(), "a 403 is not retried");
-    let Frame::Error {
+    let Failed {
         code,
         message,
         retryable,
-        ..
-    } = refused.last()
-    else {
-        panic!("expected an error frame: {:?}", refused.last());
-    };
-    assert_eq!(*code, ErrorCode::Upstream);
+    } = refused.error();
+    assert_eq!(code, ErrorCode::Upstream);
     assert!(message.contains("实名认证"), "{message}");
     assert!(!retryable);
     // The same key answers the next request: it was not parked.

@@ -6,18 +6,11 @@
 use std::time::{Duration, Instant};
 
 use streamai::fake_upstream::ANSWER;
-use streamai::protocol::{ErrorCode, Frame};
+use streamai::protocol::ErrorCode;
 
-use crate::support::{harness, Harness, Streamed};
+use crate::support::{harness, Failed, Harness};
 
 const KEY: &str = "sk-abuse-provider-key-0000000001";
-
-fn error_of(streamed: &Streamed) -> (ErrorCode, &str) {
-    match streamed.last() {
-        Frame::Error { code, message, .. } => (*code, message.as_str()),
-        other => panic!("expected an error frame, got {other:?}"),
-    }
-}
 
 async fn still_serves(h: &Harness) {
     let streamed = h.ask("after the fault [[fake:deepseek]]").await;
@@ -36,7 +29,7 @@ async fn an_oversized_line_or_event_is_a_protocol_error() {
         let started = Instant::now();
         let streamed = h.ask(&format!("{marker} [[fake:openai {marker}]]")).await;
         streamed.assert_well_formed();
-        let (code, message) = error_of(&streamed);
+        let Failed { code, message, .. } = streamed.error();
         assert_eq!(code, ErrorCode::Protocol, "{marker}: {message}");
         assert!(message.contains("1024 KiB"), "{message}");
         assert!(started.elapsed() < Duration::from_secs(2), "{marker}");
@@ -50,7 +43,7 @@ async fn an_oversized_error_body_is_a_protocol_error() {
     let h = harness(&[KEY], &[]).await;
     let streamed = h.ask("[[fake:openai errbody=500:100000]]").await;
     streamed.assert_well_formed();
-    let (code, message) = error_of(&streamed);
+    let Failed { code, message, .. } = streamed.error();
     assert_eq!(code, ErrorCode::Protocol, "{message}");
     assert!(message.contains("64 KiB"), "{message}");
     assert!(!streamed.raw.contains(KEY));
@@ -88,11 +81,7 @@ async fn a_provider_lingering_after_finish_gets_a_short_grace() {
     let elapsed = started.elapsed();
     streamed.assert_well_formed();
     assert_eq!(streamed.text(), ANSWER);
-    assert!(
-        matches!(streamed.last(), Frame::Done { .. }),
-        "{:?}",
-        streamed.last()
-    );
+    assert_eq!(streamed.done().finish_reason, "stop");
     assert!(
         elapsed < Duration::from_secs(3),
         "done after {elapsed:?}, not the idle timeout"
@@ -106,7 +95,7 @@ async fn an_answer_longer_than_the_cap_is_ended() {
     let started = Instant::now();
     let streamed = h.ask("[[fake:openai chunks=1000 delay=20]]").await;
     streamed.assert_well_formed();
-    let (code, message) = error_of(&streamed);
+    let Failed { code, message, .. } = streamed.error();
     assert_eq!(code, ErrorCode::Timeout, "{message}");
     assert!(message.contains("1 秒"), "{message}");
     assert!(!streamed.text().is_empty(), "the text sent so far stays");

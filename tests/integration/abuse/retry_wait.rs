@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use streamai::fake_upstream::ANSWER;
-use streamai::protocol::Frame;
 
 use crate::support::{harness, Harness, Streamed};
 
@@ -14,15 +13,6 @@ const ONE_ACCOUNT: [&str; 3] = [
     "sk-retry-wait-key-aaaa2",
     "sk-retry-wait-key-aaaa3",
 ];
-
-/// The `wait_ms` of each `retry` frame.
-fn waits(streamed: &Streamed) -> Vec<u64> {
-    let wait = |frame: &&Frame| match frame {
-        Frame::Retry { wait_ms, .. } => *wait_ms,
-        _ => unreachable!("retries() yields retry frames"),
-    };
-    streamed.retries().iter().map(wait).collect()
-}
 
 fn keys_used(h: &Harness) -> Vec<String> {
     h.fake.records().into_iter().map(|r| r.key).collect()
@@ -48,7 +38,7 @@ async fn retry_after_seconds_is_waited_even_with_other_keys_of_the_account() {
     let (streamed, elapsed) =
         ask_timed(&h, "[[fake:openai status=429 times=1 retry_after=2]]").await;
     assert_eq!(
-        waits(&streamed),
+        streamed.retry_waits(),
         [2000],
         "the retry frame announces the real wait"
     );
@@ -66,7 +56,7 @@ async fn retry_after_as_an_http_date_is_waited() {
     let h = harness(&ONE_ACCOUNT, &[]).await;
     let (streamed, elapsed) =
         ask_timed(&h, "[[fake:openai status=429 times=1 retry_after_date=2]]").await;
-    let waits = waits(&streamed);
+    let waits = streamed.retry_waits();
     // An HTTP-date has whole seconds: "two seconds ahead" is one to three seconds away.
     assert!((1000..=3000).contains(&waits[0]), "{waits:?}");
     assert!(
@@ -81,7 +71,7 @@ async fn without_retry_after_the_backoff_is_at_least_the_minimum() {
     let extra = [("LLM_RETRY_MIN_MS", "700"), ("LLM_RETRY_MAX_MS", "1400")];
     let h = harness(&ONE_ACCOUNT, &extra).await;
     let (streamed, elapsed) = ask_timed(&h, "[[fake:siliconflow status=429 times=1]]").await;
-    let waits = waits(&streamed);
+    let waits = streamed.retry_waits();
     assert_eq!(waits.len(), 1);
     assert!((700..=1400).contains(&waits[0]), "{waits:?}");
     assert!(
@@ -101,7 +91,7 @@ async fn a_key_of_another_account_answers_at_once() {
     let h = harness(&ONE_ACCOUNT, &extra).await;
     let (streamed, elapsed) =
         ask_timed(&h, "[[fake:openai status=429 times=1 retry_after=2]]").await;
-    assert_eq!(waits(&streamed), [0]);
+    assert_eq!(streamed.retry_waits(), [0]);
     assert!(
         elapsed < Duration::from_secs(1),
         "switched after {elapsed:?}"
@@ -121,7 +111,7 @@ async fn a_malformed_or_absurd_retry_after_never_panics() {
     for value in ["-1", "soon"] {
         let prompt = format!("{value} [[fake:openai status=429 times=1 retry_after_raw={value}]]");
         let (streamed, _) = ask_timed(&h, &prompt).await;
-        assert_eq!(waits(&streamed).len(), 1, "{value}");
+        assert_eq!(streamed.retry_waits().len(), 1, "{value}");
     }
     // 10^19 s and more: clamped with checked arithmetic; beyond the cap it fails at once.
     for value in ["10000000000000000000", "99999999999999999999999"] {
@@ -131,7 +121,7 @@ async fn a_malformed_or_absurd_retry_after_never_panics() {
         let streamed = h.ask(&prompt).await;
         streamed.assert_well_formed();
         assert!(streamed.retries().is_empty(), "{value}");
-        assert!(matches!(streamed.last(), Frame::Error { .. }), "{value}");
+        streamed.error();
         assert!(started.elapsed() < Duration::from_secs(2), "{value}");
     }
     still_serves(&h).await;
