@@ -36,6 +36,13 @@ fn Chat(info: ServerInfo) -> impl IntoView {
         session.settings.track();
         session.persist();
     });
+    // Closing or reloading the page, or leaving the tab (which disposes the session right
+    // after its cleanup), stops the answer being streamed and saves it.
+    let pagehide = window_event_listener(leptos::ev::pagehide, move |_| session.leave());
+    on_cleanup(move || {
+        pagehide.remove();
+        session.leave();
+    });
     view! {
         <section class="chat" aria-label="流式AI 对话">
             {demo.then(|| view! {

@@ -113,6 +113,10 @@ impl Msg {
             self.tail_pending.set_value(true);
             let msg = *self;
             platform::next_frame(move || {
+                // The tab may have been left since: its signals are gone.
+                if msg.tail.is_disposed() {
+                    return;
+                }
                 // Follow the answer down, unless the reader has scrolled up to read.
                 let follow = platform::near_bottom();
                 msg.tail_pending.set_value(false);
@@ -333,7 +337,12 @@ impl ChatSession {
         )
         .ok();
         self.now_ms.set(platform::now_ms());
+        // The stream can outlive the tab: after `leave`, its last reads and its end find
+        // the session's signals disposed (reading them would panic) and do nothing.
         let on_frames = move |frames: Vec<Frame>| {
+            if answer.status.is_disposed() {
+                return;
+            }
             for frame in frames {
                 answer.apply(frame);
             }
@@ -342,23 +351,30 @@ impl ChatSession {
             if let Some(ticker) = ticker {
                 ticker.clear();
             }
-            if answer.is_active() {
-                answer.retry.set(None);
-                match end {
-                    StreamEnd::Aborted => answer.status.set(Status::Stopped),
-                    StreamEnd::Rejected(message) => answer.fail(message, false),
-                    StreamEnd::Network(message) => answer.fail(message, true),
-                    StreamEnd::Finished => answer.fail("连接意外结束，回答不完整".into(), true),
-                }
+            if !answer.status.is_disposed() {
+                session.end(answer, end);
             }
-            session.streaming.set(None);
-            session.handle.set_value(None);
-            session.persist();
         };
         let handle = platform::start_stream(&request, on_frames, on_end);
         if self.streaming.get_untracked() == Some(answer.id) {
             self.handle.set_value(Some(handle));
         }
+    }
+
+    /// Ends the turn: an answer still open says how its stream ended; the chat is saved.
+    fn end(&self, answer: Msg, end: StreamEnd) {
+        if answer.is_active() {
+            answer.retry.set(None);
+            match end {
+                StreamEnd::Aborted => answer.status.set(Status::Stopped),
+                StreamEnd::Rejected(message) => answer.fail(message, false),
+                StreamEnd::Network(message) => answer.fail(message, true),
+                StreamEnd::Finished => answer.fail("连接意外结束，回答不完整".into(), true),
+            }
+        }
+        self.streaming.set(None);
+        self.handle.set_value(None);
+        self.persist();
     }
 
     /// Stops the answer being streamed; its text so far stays.
@@ -368,6 +384,23 @@ impl ChatSession {
                 handle.abort();
             }
         });
+    }
+
+    /// The tab or the page is going away: aborts the stream (the server then drops the
+    /// upstream request) and ends the turn now, saving the answer so far as stopped. The
+    /// stream's own end would come too late (the tab's signals are disposed by then) or
+    /// as a network error (an unloading page breaks the connection).
+    pub fn leave(&self) {
+        let Some(id) = self.streaming.get_untracked() else {
+            return;
+        };
+        self.stop();
+        let answer = self
+            .messages
+            .with_untracked(|m| m.iter().find(|m| m.id == id).copied());
+        if let Some(answer) = answer {
+            self.end(answer, StreamEnd::Aborted);
+        }
     }
 
     /// Replaces the last answer with a new one (also the 重试 of a failed answer).
