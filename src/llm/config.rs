@@ -223,87 +223,18 @@ impl LlmConfig {
         let raw: RawSettings =
             toml::from_str(settings).map_err(|err| ConfigError::Parse(err.to_string()))?;
         let lookup = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-
-        let mut providers = Vec::new();
-        for id in KEYED_PROVIDERS {
-            let keys = keys_from_env(id, &lookup);
-            if keys.is_empty() {
-                continue;
-            }
-            let raw_provider = raw
-                .providers
-                .get(id)
-                .ok_or_else(|| ConfigError::Parse(format!("[providers.{id}] is missing")))?;
-            providers.push(build_provider(id, raw_provider, keys, &lookup)?);
-        }
-
-        let explicit = lookup("LLM_PROVIDER").map(str::to_lowercase);
-        let default_provider = match &explicit {
-            Some(id) if id != DEMO_PROVIDER && !KEYED_PROVIDERS.contains(&id.as_str()) => {
-                return Err(ConfigError::UnknownProvider(id.clone()));
-            }
-            Some(id) if id != DEMO_PROVIDER && !providers.iter().any(|p| &p.id == id) => {
-                return Err(ConfigError::ProviderWithoutKey(id.clone()));
-            }
-            Some(id) => id.clone(),
-            None if providers.iter().any(|p| p.id == raw.defaults.provider) => {
-                raw.defaults.provider.clone()
-            }
-            None => providers
-                .first()
-                .map(|p| p.id.clone())
-                .unwrap_or_else(|| DEMO_PROVIDER.to_owned()),
-        };
+        let mut providers = keyed_providers(&raw, &lookup)?;
+        let default_provider = default_provider(&raw, &providers, &lookup)?;
         if default_provider == DEMO_PROVIDER {
-            let raw_demo = raw.providers.get(DEMO_PROVIDER).ok_or_else(|| {
-                ConfigError::Parse(format!("[providers.{DEMO_PROVIDER}] is missing"))
-            })?;
-            let demo_key = vec![ProviderKey {
-                secret: SecretString::from("demo-key-not-secret"),
-                account: String::new(),
-            }];
-            providers.insert(
-                0,
-                build_provider(DEMO_PROVIDER, raw_demo, demo_key, &lookup)?,
-            );
+            providers.insert(0, demo_provider(&raw, &lookup)?);
         }
-
         if let Some(model) = lookup("LLM_MODEL") {
             let provider = providers.iter_mut().find(|p| p.id == default_provider);
-            let provider = provider.expect("default provider is in the list");
-            if provider.model(model).is_none() {
-                return Err(ConfigError::UnknownModel {
-                    provider: provider.id.clone(),
-                    model: model.to_owned(),
-                    offered: model_ids(provider),
-                });
-            }
-            provider.default_model = model.to_owned();
+            let provider = provider.expect("the default provider is in the list");
+            set_default_model(provider, model)?;
         }
-
         let d = &raw.defaults;
         let timeout_secs = env_number(&lookup, "LLM_TIMEOUT_SECS", d.timeout_secs)?;
-        let retry = RetryPolicy {
-            max_retries: env_number(&lookup, "LLM_MAX_RETRIES", d.max_retries)?,
-            min_delay: Duration::from_millis(env_number(
-                &lookup,
-                "LLM_RETRY_MIN_MS",
-                d.retry_min_ms,
-            )?),
-            max_delay: Duration::from_millis(env_number(
-                &lookup,
-                "LLM_RETRY_MAX_MS",
-                d.retry_max_ms,
-            )?),
-            retry_after_cap: Duration::from_secs(d.retry_after_cap_secs),
-        };
-        if retry.min_delay > retry.max_delay {
-            return Err(ConfigError::Invalid {
-                var: "LLM_RETRY_MIN_MS".into(),
-                value: retry.min_delay.as_millis().to_string(),
-                reason: "must not exceed LLM_RETRY_MAX_MS".into(),
-            });
-        }
         if timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 var: "LLM_TIMEOUT_SECS".into(),
@@ -320,7 +251,7 @@ impl LlmConfig {
                 seed: d.seed,
             },
             timeout: Duration::from_secs(timeout_secs),
-            retry,
+            retry: retry_policy(d, &lookup)?,
             key_park: Duration::from_secs(d.key_park_secs),
             limits: limits(&raw.limits, &lookup)?,
         })
@@ -335,6 +266,99 @@ impl LlmConfig {
     pub fn is_demo(&self) -> bool {
         self.default_provider == DEMO_PROVIDER
     }
+}
+
+/// Every preset that has a key in the environment, in display order.
+fn keyed_providers<'a>(
+    raw: &RawSettings,
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Vec<Provider>, ConfigError> {
+    let mut providers = Vec::new();
+    for id in KEYED_PROVIDERS {
+        let keys = keys_from_env(id, lookup);
+        if keys.is_empty() {
+            continue;
+        }
+        let raw_provider = raw
+            .providers
+            .get(id)
+            .ok_or_else(|| ConfigError::Parse(format!("[providers.{id}] is missing")))?;
+        providers.push(build_provider(id, raw_provider, keys, lookup)?);
+    }
+    Ok(providers)
+}
+
+/// `LLM_PROVIDER` if it names a keyed provider, else the settings' default if keyed,
+/// else the first keyed one, else the offline demo.
+fn default_provider<'a>(
+    raw: &RawSettings,
+    providers: &[Provider],
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, ConfigError> {
+    let keyed = |id: &str| providers.iter().any(|p| p.id == id);
+    match lookup("LLM_PROVIDER").map(str::to_lowercase) {
+        Some(id) if id != DEMO_PROVIDER && !KEYED_PROVIDERS.contains(&id.as_str()) => {
+            Err(ConfigError::UnknownProvider(id))
+        }
+        Some(id) if id != DEMO_PROVIDER && !keyed(&id) => Err(ConfigError::ProviderWithoutKey(id)),
+        Some(id) => Ok(id),
+        None if keyed(&raw.defaults.provider) => Ok(raw.defaults.provider.clone()),
+        None => Ok(providers
+            .first()
+            .map_or_else(|| DEMO_PROVIDER.to_owned(), |p| p.id.clone())),
+    }
+}
+
+/// The offline demo: the fake upstream, served in-process when no key is configured.
+fn demo_provider<'a>(
+    raw: &RawSettings,
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Provider, ConfigError> {
+    let raw_demo = raw
+        .providers
+        .get(DEMO_PROVIDER)
+        .ok_or_else(|| ConfigError::Parse(format!("[providers.{DEMO_PROVIDER}] is missing")))?;
+    let demo_key = vec![ProviderKey {
+        secret: SecretString::from("demo-key-not-secret"),
+        account: String::new(),
+    }];
+    build_provider(DEMO_PROVIDER, raw_demo, demo_key, lookup)
+}
+
+/// `LLM_MODEL`: the default provider's default model, if it serves it.
+fn set_default_model(provider: &mut Provider, model: &str) -> Result<(), ConfigError> {
+    if provider.model(model).is_none() {
+        return Err(ConfigError::UnknownModel {
+            provider: provider.id.clone(),
+            model: model.to_owned(),
+            offered: model_ids(provider),
+        });
+    }
+    provider.default_model = model.to_owned();
+    Ok(())
+}
+
+fn retry_policy<'a>(
+    d: &RawDefaults,
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<RetryPolicy, ConfigError> {
+    let millis = |var: &str, default: u64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(env_number(lookup, var, default)?))
+    };
+    let retry = RetryPolicy {
+        max_retries: env_number(lookup, "LLM_MAX_RETRIES", d.max_retries)?,
+        min_delay: millis("LLM_RETRY_MIN_MS", d.retry_min_ms)?,
+        max_delay: millis("LLM_RETRY_MAX_MS", d.retry_max_ms)?,
+        retry_after_cap: Duration::from_secs(d.retry_after_cap_secs),
+    };
+    if retry.min_delay > retry.max_delay {
+        return Err(ConfigError::Invalid {
+            var: "LLM_RETRY_MIN_MS".into(),
+            value: retry.min_delay.as_millis().to_string(),
+            reason: "must not exceed LLM_RETRY_MAX_MS".into(),
+        });
+    }
+    Ok(retry)
 }
 
 fn limits<'a>(

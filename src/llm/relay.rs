@@ -109,14 +109,16 @@ async fn drive(
 ) -> End {
     let config = client.config();
     let limits = &config.limits;
-    let deadline = later(session.started, limits.max_stream);
-    let too_long = || End::Failed(LlmError::TooLong(limits.max_stream.as_secs()));
-    let (opened, attempts) = tokio::select! {
-        biased;
-        () = tx.closed() => return End::ClientGone,
-        () = shutdown_requested(shutdown) => return End::Failed(LlmError::Shutdown),
-        () = tokio::time::sleep_until(deadline) => return too_long(),
-        opened = client.open_with_retry(job, |wait| announce_retry(tx, wait)) => opened,
+    let mut stops = Stops {
+        tx,
+        shutdown,
+        deadline: later(session.started, limits.max_stream),
+        cap: limits.max_stream,
+    };
+    let opening = client.open_with_retry(job, |wait| announce_retry(tx, wait));
+    let (opened, attempts) = match stops.race(opening).await {
+        Ok(opened) => opened,
+        Err(end) => return end,
     };
     tracing::Span::current().record("attempts", attempts);
     let mut upstream = match opened {
@@ -124,7 +126,6 @@ async fn drive(
         Err(err) => return End::Failed(err),
     };
     tracing::Span::current().record("key_id", key_id(upstream.key));
-
     loop {
         // After `finish_reason` only usage and `[DONE]` may follow: a provider that
         // keeps the connection open in silence gets a short grace, not the idle timeout.
@@ -134,37 +135,63 @@ async fn drive(
         } else {
             config.timeout
         };
-        let event = tokio::select! {
-            biased;
-            () = tx.closed() => return End::ClientGone,
-            () = shutdown_requested(shutdown) => return End::Failed(LlmError::Shutdown),
-            () = tokio::time::sleep_until(deadline) => return too_long(),
-            next = tokio::time::timeout(silence, upstream.body.next_event()) => match next {
-                Ok(next) => next,
-                Err(_) if finished => Ok(None),
-                Err(_) => Err(LlmError::IdleTimeout(silence.as_secs())),
-            },
+        let next = tokio::time::timeout(silence, upstream.body.next_event());
+        let event = match stops.race(next).await {
+            Err(end) => return end,
+            Ok(Ok(event)) => event,
+            Ok(Err(_)) if finished => Ok(None),
+            Ok(Err(_)) => Err(LlmError::IdleTimeout(silence.as_secs())),
         };
-        match event {
+        let frame = match event {
             Ok(Some(UpstreamEvent::Done)) => return End::Finished,
             Ok(None) if finished => return End::Finished,
             Ok(None) => return End::Failed(LlmError::Disconnected),
             Ok(Some(UpstreamEvent::Error(message))) => {
                 return End::Failed(LlmError::InStream(message))
             }
-            Ok(Some(event)) => {
-                let Some(frame) = session.apply(event) else {
-                    continue;
-                };
-                if let Err(err) = tx.send_timeout(frame, limits.client_stall).await {
-                    if matches!(err, SendTimeoutError::Timeout(_)) {
-                        tracing::info!("client stopped reading: dropping it");
-                    }
-                    return End::ClientGone;
-                }
-            }
             Err(err) => return End::Failed(err),
+            Ok(Some(event)) => session.apply(event),
+        };
+        if let Some(frame) = frame {
+            if let Err(end) = deliver(tx, frame, limits.client_stall).await {
+                return end;
+            }
         }
+    }
+}
+
+/// What ends a chat from outside: the browser leaving, shutdown, the total time cap.
+struct Stops<'a> {
+    tx: &'a mpsc::Sender<Frame>,
+    shutdown: &'a mut Shutdown,
+    deadline: Instant,
+    cap: Duration,
+}
+
+impl Stops<'_> {
+    /// Runs `work` unless one of the stops comes first.
+    async fn race<T>(&mut self, work: impl std::future::Future<Output = T>) -> Result<T, End> {
+        tokio::select! {
+            biased;
+            () = self.tx.closed() => Err(End::ClientGone),
+            () = shutdown_requested(self.shutdown) => Err(End::Failed(LlmError::Shutdown)),
+            () = tokio::time::sleep_until(self.deadline) => {
+                Err(End::Failed(LlmError::TooLong(self.cap.as_secs())))
+            }
+            out = work => Ok(out),
+        }
+    }
+}
+
+/// Sends a frame to the browser; one that has read nothing for `stall` is dropped.
+async fn deliver(tx: &mpsc::Sender<Frame>, frame: Frame, stall: Duration) -> Result<(), End> {
+    match tx.send_timeout(frame, stall).await {
+        Ok(()) => Ok(()),
+        Err(SendTimeoutError::Timeout(_)) => {
+            tracing::info!("client stopped reading: dropping it");
+            Err(End::ClientGone)
+        }
+        Err(SendTimeoutError::Closed(_)) => Err(End::ClientGone),
     }
 }
 

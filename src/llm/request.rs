@@ -1,7 +1,7 @@
 //! From a client's request body to a [`ChatJob`] the client can run: parsed, checked
 //! against the configuration, defaults filled in. Every refusal names the problem.
 
-use super::config::{LlmConfig, Model};
+use super::config::{LlmConfig, Model, Provider};
 use crate::protocol::{ChatMessage, ChatRequest, Rejection};
 
 /// A validated request, ready to send.
@@ -70,96 +70,11 @@ pub fn parse_body(bytes: &[u8]) -> Result<ChatRequest, Rejection> {
 
 /// Checks a parsed request against the configuration and fills in the defaults.
 pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Rejection> {
-    if request.messages.is_empty() {
-        return Err(reject(
-            "no_messages",
-            Some("messages".into()),
-            "messages 不能为空".into(),
-        ));
-    }
-    let max_messages = config.limits.max_messages;
-    if request.messages.len() > max_messages {
-        return Err(reject(
-            "too_many_messages",
-            Some("messages".into()),
-            format!(
-                "一次请求最多 {max_messages} 条消息，收到 {} 条；请开始新对话或删减历史",
-                request.messages.len()
-            ),
-        ));
-    }
-    if let Some(index) = request
-        .messages
-        .iter()
-        .position(|m| m.content.trim().is_empty())
-    {
-        return Err(reject(
-            "empty_content",
-            Some(format!("messages[{index}].content")),
-            format!("messages[{index}].content 为空"),
-        ));
-    }
-    let provider_id = request
-        .provider
-        .as_deref()
-        .unwrap_or(&config.default_provider);
-    let Some(provider) = config.provider(provider_id) else {
-        let known: Vec<&str> = config.providers.iter().map(|p| p.id.as_str()).collect();
-        return Err(reject(
-            "unknown_provider",
-            Some("provider".into()),
-            format!(
-                "服务商 {:?} 不可用（可用：{}）",
-                provider_id.escape_debug().to_string(),
-                known.join(", ")
-            ),
-        ));
-    };
-    let model_id = request.model.as_deref().unwrap_or(&provider.default_model);
-    let Some(model) = provider.model(model_id) else {
-        let known: Vec<&str> = provider.models.iter().map(|m| m.id.as_str()).collect();
-        return Err(reject(
-            "unknown_model",
-            Some("model".into()),
-            format!(
-                "{} 不提供模型 {:?}（可用：{}）",
-                provider.id,
-                model_id.escape_debug().to_string(),
-                known.join(", ")
-            ),
-        ));
-    };
+    check_messages(&request.messages, config.limits.max_messages)?;
+    let (provider, model) = pick_model(config, &request)?;
     let temperature = request.temperature.unwrap_or(config.defaults.temperature);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(reject(
-            "invalid_temperature",
-            Some("temperature".into()),
-            format!("temperature 必须在 0 到 2 之间，收到 {temperature}"),
-        ));
-    }
-    if let Some(top_p) = request.top_p {
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(reject(
-                "invalid_top_p",
-                Some("top_p".into()),
-                format!("top_p 必须大于 0 且不超过 1，收到 {top_p}"),
-            ));
-        }
-    }
-    let max_tokens = match request.max_tokens {
-        Some(n) if n < 1 || n > model.max_output_tokens => {
-            return Err(reject(
-                "invalid_max_tokens",
-                Some("max_tokens".into()),
-                format!(
-                    "{} 的 max_tokens 必须在 1 到 {} 之间，收到 {n}",
-                    model.id, model.max_output_tokens
-                ),
-            ));
-        }
-        Some(n) => n,
-        None => config.defaults.max_tokens.min(model.max_output_tokens),
-    };
+    check_sampling(temperature, request.top_p)?;
+    let max_tokens = max_tokens(request.max_tokens, config.defaults.max_tokens, &model)?;
     Ok(ChatJob {
         provider: provider.id.clone(),
         base_url: provider.base_url.clone(),
@@ -171,6 +86,96 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         seed: request.seed.or(config.defaults.seed),
         prompt_tokens: 0,
     })
+}
+
+/// At least one message, at most `max`, none empty.
+fn check_messages(messages: &[ChatMessage], max: usize) -> Result<(), Rejection> {
+    let field = || Some("messages".to_owned());
+    if messages.is_empty() {
+        return Err(reject("no_messages", field(), "messages 不能为空".into()));
+    }
+    if messages.len() > max {
+        let message = format!(
+            "一次请求最多 {max} 条消息，收到 {} 条；请开始新对话或删减历史",
+            messages.len()
+        );
+        return Err(reject("too_many_messages", field(), message));
+    }
+    match messages.iter().position(|m| m.content.trim().is_empty()) {
+        Some(index) => Err(reject(
+            "empty_content",
+            Some(format!("messages[{index}].content")),
+            format!("messages[{index}].content 为空"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The provider and model asked for (or the defaults), if they are served.
+fn pick_model<'c>(
+    config: &'c LlmConfig,
+    request: &ChatRequest,
+) -> Result<(&'c Provider, Model), Rejection> {
+    let provider_id = request
+        .provider
+        .as_deref()
+        .unwrap_or(&config.default_provider);
+    let Some(provider) = config.provider(provider_id) else {
+        let known: Vec<&str> = config.providers.iter().map(|p| p.id.as_str()).collect();
+        let message = format!(
+            "服务商 {:?} 不可用（可用：{}）",
+            provider_id.escape_debug().to_string(),
+            known.join(", ")
+        );
+        return Err(reject("unknown_provider", Some("provider".into()), message));
+    };
+    let model_id = request.model.as_deref().unwrap_or(&provider.default_model);
+    let Some(model) = provider.model(model_id) else {
+        let known: Vec<&str> = provider.models.iter().map(|m| m.id.as_str()).collect();
+        let message = format!(
+            "{} 不提供模型 {:?}（可用：{}）",
+            provider.id,
+            model_id.escape_debug().to_string(),
+            known.join(", ")
+        );
+        return Err(reject("unknown_model", Some("model".into()), message));
+    };
+    Ok((provider, model))
+}
+
+fn check_sampling(temperature: f32, top_p: Option<f32>) -> Result<(), Rejection> {
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(reject(
+            "invalid_temperature",
+            Some("temperature".into()),
+            format!("temperature 必须在 0 到 2 之间，收到 {temperature}"),
+        ));
+    }
+    match top_p {
+        Some(top_p) if !(top_p > 0.0 && top_p <= 1.0) => Err(reject(
+            "invalid_top_p",
+            Some("top_p".into()),
+            format!("top_p 必须大于 0 且不超过 1，收到 {top_p}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The answer's token limit: as asked (within the model's), else the default capped by
+/// the model's own limit.
+fn max_tokens(asked: Option<u32>, default: u32, model: &Model) -> Result<u32, Rejection> {
+    match asked {
+        Some(n) if n < 1 || n > model.max_output_tokens => Err(reject(
+            "invalid_max_tokens",
+            Some("max_tokens".into()),
+            format!(
+                "{} 的 max_tokens 必须在 1 到 {} 之间，收到 {n}",
+                model.id, model.max_output_tokens
+            ),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(default.min(model.max_output_tokens)),
+    }
 }
 
 /// Fits a job whose prompt counts `prompt_tokens` into its model's context window: a
