@@ -45,6 +45,21 @@ impl ServerInfo {
     pub fn provider(&self, id: &str) -> Option<&ProviderInfo> {
         self.providers.iter().find(|p| p.id == id)
     }
+
+    /// Model `model` of provider `provider`, if the server offers it.
+    pub fn model(&self, provider: &str, model: &str) -> Option<&ModelInfo> {
+        self.provider(provider)?
+            .models
+            .iter()
+            .find(|m| m.id == model)
+    }
+
+    /// The most tokens an answer of this model may have: the model's output limit, else
+    /// the server's default `max_tokens`.
+    pub fn output_limit(&self, provider: &str, model: &str) -> u32 {
+        self.model(provider, model)
+            .map_or(self.max_tokens, |m| m.max_output_tokens)
+    }
 }
 
 /// The server's configuration as the settings tab and the chat's parameter panel show it.

@@ -1,22 +1,25 @@
 //! The page: the HTML shell, the header with its tab bar, and the table of routes.
 //! Each tab is a route, so the URL names the tab and a reload keeps it.
 
+pub(crate) mod server_info;
 mod settings;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
     SsrMode, StaticSegment,
 };
 
 use crate::chat::ChatPage;
-pub use settings::{ServerSummary, SettingsPage};
+use settings::SettingsPage;
 
 /// The HTML document around the app, rendered on the server. Its scripts (hydration,
 /// live reload, resolved resources) carry the nonce of the page's CSP header.
-pub fn shell(options: LeptosOptions) -> impl IntoView {
-    #[cfg(feature = "ssr")]
+#[cfg(feature = "ssr")]
+pub(crate) fn shell(options: LeptosOptions) -> impl IntoView {
+    use leptos_meta::MetaTags;
+
     crate::server::security::provide_request_nonce();
     view! {
         <!DOCTYPE html>
@@ -39,7 +42,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 /// The root component: header, tab bar, and the current tab.
 #[component]
-pub fn App() -> impl IntoView {
+pub(crate) fn App() -> impl IntoView {
     provide_meta_context();
     // Effects run only in the browser: this flips once hydration has happened, which
     // tests (and CSS) can wait for.

@@ -3,18 +3,19 @@
 //!
 //! Data path in the browser: [`platform`] POSTs to `/api/chat/stream` and feeds each
 //! network read to the shared SSE parser; [`session`] applies the frames (each `seq`
-//! once, via [`state`]) to signals of the one answer being streamed; [`markdown`]
+//! once, via [`state`]) to the store of the one answer being streamed; [`markdown`]
 //! renders finished blocks once and re-renders only the unfinished tail;
-//! [`messages`] and [`page`] draw it.
+//! [`messages`], [`params`] and [`page`] draw it.
 //!
 //! Architecture invariant: nothing here imports `llm` or `server`; the chat knows the
 //! server only through `protocol` and `api`.
 
-pub mod markdown;
+mod markdown;
 mod messages;
 mod page;
-pub mod platform;
+mod params;
+mod platform;
 mod session;
-pub mod state;
+mod state;
 
-pub use page::ChatPage;
+pub(crate) use page::ChatPage;

@@ -8,8 +8,8 @@ pub mod protocol;
 pub mod sse;
 
 pub mod api;
-pub mod app;
-pub mod chat;
+pub(crate) mod app;
+pub(crate) mod chat;
 
 #[cfg(feature = "ssr")]
 pub mod fake_upstream;

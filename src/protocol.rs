@@ -200,6 +200,15 @@ impl Frame {
     pub fn is_terminal(&self) -> bool {
         matches!(self, Frame::Done { .. } | Frame::Error { .. })
     }
+
+    /// For `chunk` and `reasoning`: `(seq, text, is_reasoning)`; `None` for other frames.
+    pub fn text(&self) -> Option<(u64, &str, bool)> {
+        match self {
+            Frame::Chunk { seq, content } => Some((*seq, content, false)),
+            Frame::Reasoning { seq, content } => Some((*seq, content, true)),
+            _ => None,
+        }
+    }
 }
 
 /// The 4xx body for a request refused before streaming: `{"error": {...}}`.

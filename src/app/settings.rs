@@ -3,27 +3,23 @@
 
 use leptos::prelude::*;
 
-use crate::api::{get_server_info, ServerInfo};
+use super::server_info::{DemoNotice, WithServerInfo};
+use crate::api::ServerInfo;
 
 /// The settings tab.
 #[component]
-pub fn SettingsPage() -> impl IntoView {
-    let info = Resource::new_blocking(|| (), |_| get_server_info());
+pub(crate) fn SettingsPage() -> impl IntoView {
     view! {
-        <Suspense fallback=|| view! { <p class="muted">"正在读取服务配置…"</p> }>
-            {move || Suspend::new(async move {
-                match info.await {
-                    Ok(info) => view! { <ServerSummary info=info.clone()/> <ProviderTable info/> }.into_any(),
-                    Err(err) => view! { <p class="error">"读取服务配置失败：" {err.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
+        <WithServerInfo loading="正在读取服务配置…" let:info>
+            <ServerSummary info=info.clone()/>
+            <ProviderTable info/>
+        </WithServerInfo>
     }
 }
 
 /// Provider, model and request parameters in one card.
 #[component]
-pub fn ServerSummary(info: ServerInfo) -> impl IntoView {
+fn ServerSummary(info: ServerInfo) -> impl IntoView {
     let provider = info.provider(&info.default_provider).cloned();
     let (label, model, base_url) = provider
         .map(|p| (p.label, p.default_model, p.base_url))
@@ -34,12 +30,7 @@ pub fn ServerSummary(info: ServerInfo) -> impl IntoView {
     view! {
         <section class="card" aria-labelledby="summary-title">
             <h2 id="summary-title">"当前服务配置"</h2>
-            {info.demo.then(|| view! {
-                <p class="notice" data-testid="demo-notice">
-                    "未配置任何 API 密钥，正在使用内置的离线演示模型。"
-                    "在 .env 中设置 SILICONFLOW_API_KEY（或其他平台的密钥）后重启即可接入真实模型。"
-                </p>
-            })}
+            <DemoNotice demo=info.demo/>
             <dl class="facts">
                 <dt>"平台"</dt><dd data-testid="provider">{label}</dd>
                 <dt>"模型"</dt><dd data-testid="model">{model}</dd>

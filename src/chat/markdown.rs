@@ -12,7 +12,7 @@
 use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag};
 
 /// Renders a piece of markdown to safe HTML.
-pub fn render(markdown: &str) -> String {
+fn render(markdown: &str) -> String {
     let options =
         Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let events = Parser::new_ext(markdown, options).map(|event| match event {
@@ -67,7 +67,7 @@ fn add_copy_buttons(html: &str) -> String {
 
 /// An answer's markdown as it streams in.
 #[derive(Debug, Default, Clone)]
-pub struct MarkdownStream {
+pub(crate) struct MarkdownStream {
     text: String,
     /// Bytes of `text` already rendered into blocks.
     committed: usize,
@@ -114,10 +114,6 @@ impl MarkdownStream {
         } else {
             render(tail)
         }
-    }
-
-    pub fn text(&self) -> &str {
-        &self.text
     }
 }
 
@@ -169,7 +165,7 @@ mod tests {
             assert_eq!(blocks.len(), 4, "size {size}: {blocks:?}");
             assert!(blocks[2].contains("still code"), "the fence is one block");
             assert_eq!(stream.tail_html(), "<p>结尾</p>\n");
-            assert_eq!(stream.text(), text);
+            assert_eq!(stream.text, text);
         }
     }
 }

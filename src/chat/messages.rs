@@ -5,13 +5,13 @@ use leptos::prelude::*;
 
 use super::platform;
 use super::session::{ChatSession, Msg, RetryNotice};
-use super::state::{Stats, Status};
+use super::state::{Failure, MessageStoreFields, Stats, Status};
 use crate::protocol::Role;
 
 /// All messages, in an aria-live log. Code-block copy buttons are handled here by
 /// delegation, since their HTML comes from the markdown renderer.
 #[component]
-pub fn MessageList() -> impl IntoView {
+pub(crate) fn MessageList() -> impl IntoView {
     let session = expect_context::<ChatSession>();
     let on_click = move |ev: leptos::ev::MouseEvent| copy_code_block(&ev);
     view! {
@@ -20,7 +20,7 @@ pub fn MessageList() -> impl IntoView {
                 <EmptyState/>
             </Show>
             <For each=move || session.messages.get() key=|msg| msg.id let:msg>
-                {match msg.role {
+                {match msg.role() {
                     Role::User => view! { <UserMessage msg/> }.into_any(),
                     _ => view! { <AnswerMessage msg/> }.into_any(),
                 }}
@@ -45,7 +45,7 @@ fn UserMessage(msg: Msg) -> impl IntoView {
     let editing = move || session.editing.get() == Some(msg.id);
     let draft = RwSignal::new(String::new());
     let start_edit = move |_| {
-        draft.set(msg.content.get_untracked());
+        draft.set(msg.data.content().get_untracked());
         session.editing.set(Some(msg.id));
     };
     let busy = move || session.streaming.get().is_some();
@@ -54,10 +54,10 @@ fn UserMessage(msg: Msg) -> impl IntoView {
             <Show
                 when=editing
                 fallback=move || view! {
-                    <div class="bubble plain">{move || msg.content.get()}</div>
+                    <div class="bubble plain">{move || msg.data.content().get()}</div>
                     <div class="actions">
                         <button type="button" on:click=start_edit disabled=busy>"编辑"</button>
-                        <button type="button" on:click=move |_| platform::copy_text(&msg.content.get_untracked())>"复制"</button>
+                        <button type="button" on:click=move |_| platform::copy_text(&msg.data.content().get_untracked())>"复制"</button>
                     </div>
                 }
             >
@@ -76,66 +76,89 @@ fn UserMessage(msg: Msg) -> impl IntoView {
     }
 }
 
+/// An answer: its reasoning, retry countdown, text, warnings, failure, figures, actions.
 #[component]
 fn AnswerMessage(msg: Msg) -> impl IntoView {
     let session = expect_context::<ChatSession>();
-    let is_last = move || {
-        session
-            .messages
-            .with(|m| m.last().map(|last| last.id) == Some(msg.id))
-    };
-    let status = move || msg.status.get();
+    let is_last = move || is_last(session, msg.id);
+    let status = move || msg.data.status().get();
     let status_name = move || format!("{:?}", status()).to_lowercase();
     let busy = move || session.streaming.get().is_some();
     let has_gap = move || msg.missing.get() != 0;
     view! {
         <article class="msg assistant" data-testid="answer" data-status=status_name>
-            <Show when=move || !msg.reasoning.with(String::is_empty)>
+            <Show when=move || !msg.data.reasoning().with(String::is_empty)>
                 <details class="reasoning">
                     <summary>"思考过程"</summary>
-                    <div class="plain">{move || msg.reasoning.get()}</div>
+                    <div class="plain">{move || msg.data.reasoning().get()}</div>
                 </details>
             </Show>
             {move || msg.retry.get().map(|notice| view! { <RetryLine notice/> })}
-            <div class="bubble markdown" data-testid="answer-text">
-                <For
-                    each=move || msg.blocks.get().into_iter().enumerate()
-                    key=|(index, _)| *index
-                    children=|(_, html)| view! { <div class="block" inner_html=html></div> }
-                />
-                <div class="block tail" inner_html=move || msg.tail.get()></div>
-                <Show when=move || status() == Status::Waiting && msg.retry.with(Option::is_none)>
-                    <span class="muted">"正在等待模型响应…"</span>
-                </Show>
-                <Show when=move || matches!(status(), Status::Streaming | Status::Waiting)>
-                    <span class="cursor" aria-hidden="true">"▍"</span>
-                </Show>
-            </div>
+            <AnswerText msg/>
             <Show when=has_gap>
                 <p class="warning">{move || format!("有 {} 段内容在传输中丢失", msg.missing.get())}</p>
             </Show>
             <Show when=move || status() == Status::Stopped>
                 <p class="muted stopped" data-testid="stopped">"已停止生成"</p>
             </Show>
-            {move || msg.failure.get().map(|failure| view! {
-                <div class="failure" role="alert" data-testid="failure">
-                    <p>{failure.message.clone()}</p>
-                    {failure.hint.clone().map(|hint| view! { <p class="muted">{hint}</p> })}
-                    <Show when=move || is_last() && failure.retryable>
-                        <button type="button" class="primary" on:click=move |_| session.regenerate() disabled=busy>"重试"</button>
-                    </Show>
-                </div>
-            })}
-            {move || msg.stats.get().map(|stats| view! { <StatsLine stats/> })}
+            {move || msg.data.failure().get().map(|failure| view! { <FailureBox failure id=msg.id/> })}
+            {move || msg.data.stats().get().map(|stats| view! { <StatsLine stats/> })}
             <Show when=move || !matches!(status(), Status::Waiting | Status::Streaming)>
                 <div class="actions">
-                    <button type="button" on:click=move |_| platform::copy_text(&msg.content.get_untracked())>"复制"</button>
+                    <button type="button" on:click=move |_| platform::copy_text(&msg.data.content().get_untracked())>"复制"</button>
                     <Show when=is_last>
                         <button type="button" on:click=move |_| session.regenerate() disabled=busy>"重新生成"</button>
                     </Show>
                 </div>
             </Show>
         </article>
+    }
+}
+
+/// Whether message `id` is the conversation's last: only the last answer can be redone.
+fn is_last(session: ChatSession, id: u64) -> bool {
+    session
+        .messages
+        .with(|m| m.last().map(|last| last.id) == Some(id))
+}
+
+/// The answer's markdown (finished blocks, each rendered once, then the tail), with a
+/// waiting note and a cursor while it streams.
+#[component]
+fn AnswerText(msg: Msg) -> impl IntoView {
+    let status = move || msg.data.status().get();
+    view! {
+        <div class="bubble markdown" data-testid="answer-text">
+            <For
+                each=move || msg.blocks.get().into_iter().enumerate()
+                key=|(index, _)| *index
+                children=|(_, html)| view! { <div class="block" inner_html=html></div> }
+            />
+            <div class="block tail" inner_html=move || msg.tail.get()></div>
+            <Show when=move || status() == Status::Waiting && msg.retry.with(Option::is_none)>
+                <span class="muted">"正在等待模型响应…"</span>
+            </Show>
+            <Show when=move || matches!(status(), Status::Streaming | Status::Waiting)>
+                <span class="cursor" aria-hidden="true">"▍"</span>
+            </Show>
+        </div>
+    }
+}
+
+/// What went wrong, a hint, and 重试 on the last answer when it may help.
+#[component]
+fn FailureBox(failure: Failure, id: u64) -> impl IntoView {
+    let session = expect_context::<ChatSession>();
+    let busy = move || session.streaming.get().is_some();
+    let retryable = failure.retryable;
+    view! {
+        <div class="failure" role="alert" data-testid="failure">
+            <p>{failure.message}</p>
+            {failure.hint.map(|hint| view! { <p class="muted">{hint}</p> })}
+            <Show when=move || is_last(session, id) && retryable>
+                <button type="button" class="primary" on:click=move |_| session.regenerate() disabled=busy>"重试"</button>
+            </Show>
+        </div>
     }
 }
 

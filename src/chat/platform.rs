@@ -10,11 +10,13 @@ mod imp;
 #[path = "platform/server.rs"]
 mod imp;
 
-pub use imp::*;
+pub(crate) use imp::*;
 
 /// Why a stream ended without a terminal frame.
+// Only the browser builds some of these; the server's stand-in ends every stream at once.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq)]
-pub enum StreamEnd {
+pub(crate) enum StreamEnd {
     /// The stream ended normally (a terminal frame was seen by the caller).
     Finished,
     /// The user pressed stop.

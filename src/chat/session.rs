@@ -3,10 +3,13 @@
 //! Shared with the components through context as one `Copy` handle.
 
 use leptos::prelude::*;
+use reactive_stores::Store;
 
 use super::markdown::MarkdownStream;
 use super::platform::{self, StreamEnd, StreamHandle};
-use super::state::{self, Accept, Failure, Saved, SavedMessage, SeqGuard, Settings, Stats, Status};
+use super::state::{
+    self, Accept, Failure, Message, MessageStoreFields, Saved, SeqGuard, Settings, Stats, Status,
+};
 use crate::api::ServerInfo;
 use crate::protocol::{ChatRequest, Frame, Role};
 
@@ -14,7 +17,7 @@ const STORAGE_KEY: &str = "streamai.chat.v1";
 
 /// A `retry` frame as the answer shows it, with a live countdown.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RetryNotice {
+pub(crate) struct RetryNotice {
     pub attempt: u32,
     pub max_retries: u32,
     pub reason: String,
@@ -22,74 +25,52 @@ pub struct RetryNotice {
     pub until_ms: f64,
 }
 
-/// One message on screen. Every field that changes while streaming is its own signal,
-/// so a chunk touches only what it changes.
+/// One message on screen: the [`Message`] itself in a store (what is saved, reactive per
+/// field, so a chunk touches only what it changes), and beside it what streaming needs
+/// and is never saved.
 #[derive(Clone, Copy)]
-pub struct Msg {
+pub(crate) struct Msg {
     pub id: u64,
-    pub role: Role,
-    /// The whole text (user text, or the answer so far).
-    pub content: RwSignal<String>,
+    pub data: Store<Message>,
     /// The answer's rendered markdown: finished blocks, then the tail.
     pub blocks: RwSignal<Vec<String>>,
     pub tail: RwSignal<String>,
-    markdown: StoredValue<MarkdownStream>,
-    /// A tail render is scheduled for the next frame.
-    tail_pending: StoredValue<bool>,
-    pub reasoning: RwSignal<String>,
-    pub status: RwSignal<Status>,
-    pub stats: RwSignal<Option<Stats>>,
-    pub failure: RwSignal<Option<Failure>>,
     pub retry: RwSignal<Option<RetryNotice>>,
     /// Frames that never arrived (a gap in `seq`).
     pub missing: RwSignal<u64>,
+    markdown: StoredValue<MarkdownStream>,
+    /// A tail render is scheduled for the next frame.
+    tail_pending: StoredValue<bool>,
     seq: StoredValue<SeqGuard>,
 }
 
 impl Msg {
-    fn new(id: u64, role: Role, content: &str, status: Status) -> Msg {
+    fn new(id: u64, mut message: Message) -> Msg {
+        let content = std::mem::take(&mut message.content);
         let msg = Msg {
             id,
-            role,
-            content: RwSignal::new(String::new()),
+            data: Store::new(message),
             blocks: RwSignal::new(Vec::new()),
             tail: RwSignal::new(String::new()),
-            markdown: StoredValue::new(MarkdownStream::new()),
-            tail_pending: StoredValue::new(false),
-            reasoning: RwSignal::new(String::new()),
-            status: RwSignal::new(status),
-            stats: RwSignal::new(None),
-            failure: RwSignal::new(None),
             retry: RwSignal::new(None),
             missing: RwSignal::new(0),
+            markdown: StoredValue::new(MarkdownStream::new()),
+            tail_pending: StoredValue::new(false),
             seq: StoredValue::new(SeqGuard::default()),
         };
-        msg.append_text(content);
+        msg.append_text(&content);
         msg
     }
 
-    fn from_saved(id: u64, saved: SavedMessage) -> Msg {
-        // A reload interrupts a stream: what was shown is kept, marked as stopped.
-        let status = match saved.status {
-            Status::Waiting | Status::Streaming => Status::Stopped,
-            other => other,
-        };
-        let msg = Msg::new(id, saved.role, &saved.content, status);
-        msg.reasoning.set(saved.reasoning);
-        msg.stats.set(saved.stats);
-        msg.failure.set(saved.failure);
-        msg
+    pub fn role(&self) -> Role {
+        self.data.with_untracked(|m| m.role)
     }
 
-    fn to_saved(self) -> SavedMessage {
-        SavedMessage {
-            role: self.role,
-            content: self.content.get_untracked(),
-            reasoning: self.reasoning.get_untracked(),
-            status: self.status.get_untracked(),
-            stats: self.stats.get_untracked(),
-            failure: self.failure.get_untracked(),
-        }
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.data.status().get(),
+            Status::Waiting | Status::Streaming
+        )
     }
 
     /// Appends answer text: O(chunk) work now; the unfinished paragraph is re-rendered
@@ -98,8 +79,8 @@ impl Msg {
         if text.is_empty() {
             return;
         }
-        self.content.update(|c| c.push_str(text));
-        if self.role != Role::Assistant {
+        self.data.content().update(|c| c.push_str(text));
+        if self.role() != Role::Assistant {
             return;
         }
         let finished = self
@@ -109,43 +90,36 @@ impl Msg {
         if !finished.is_empty() {
             self.blocks.update(|b| b.extend(finished));
         }
-        if !self.tail_pending.get_value() {
-            self.tail_pending.set_value(true);
-            let msg = *self;
-            platform::next_frame(move || {
-                // The tab may have been left since: its signals are gone.
-                if msg.tail.is_disposed() {
-                    return;
-                }
-                // Follow the answer down, unless the reader has scrolled up to read.
-                let follow = platform::near_bottom();
-                msg.tail_pending.set_value(false);
-                msg.tail
-                    .set(msg.markdown.with_value(MarkdownStream::tail_html));
-                if follow {
-                    platform::scroll_to_bottom();
-                }
-            });
+        self.schedule_tail();
+    }
+
+    /// Renders the unfinished tail at the next frame, once for all the chunks before it.
+    fn schedule_tail(&self) {
+        if self.tail_pending.get_value() {
+            return;
         }
+        self.tail_pending.set_value(true);
+        let msg = *self;
+        platform::next_frame(move || {
+            // The tab may have been left since: its signals are gone.
+            if msg.tail.is_disposed() {
+                return;
+            }
+            // Follow the answer down, unless the reader has scrolled up to read.
+            let follow = platform::near_bottom();
+            msg.tail_pending.set_value(false);
+            msg.tail
+                .set(msg.markdown.with_value(MarkdownStream::tail_html));
+            if follow {
+                platform::scroll_to_bottom();
+            }
+        });
     }
 
     /// Applies one frame of this answer's stream.
     fn apply(&self, frame: Frame) {
-        if let Some((seq, text, is_reasoning)) = state::text_of(&frame) {
-            match self.seq.try_update_value(|g| g.offer(seq)) {
-                Some(Accept::Duplicate) | None => return,
-                Some(Accept::Gap { missing }) => self.missing.update(|m| *m += missing),
-                Some(Accept::New) => {}
-            }
-            if self.status.get_untracked() != Status::Streaming {
-                self.status.set(Status::Streaming);
-                self.retry.set(None);
-            }
-            if is_reasoning {
-                self.reasoning.update(|r| r.push_str(text));
-            } else {
-                self.append_text(text);
-            }
+        if let Some((seq, text, is_reasoning)) = frame.text() {
+            self.apply_text(seq, text, is_reasoning);
             return;
         }
         match frame {
@@ -166,14 +140,13 @@ impl Msg {
                 cost,
                 timing,
             } => {
-                self.retry.set(None);
-                self.stats.set(Some(Stats {
+                let stats = Stats {
                     usage,
                     cost,
                     timing: Some(timing),
                     finish_reason: Some(finish_reason),
-                }));
-                self.status.set(Status::Done);
+                };
+                self.finish(Status::Done, Some(stats), None);
             }
             Frame::Error {
                 code,
@@ -182,31 +155,53 @@ impl Msg {
                 usage,
                 cost,
             } => {
-                self.retry.set(None);
-                if let (Some(usage), Some(cost)) = (usage, cost) {
-                    self.stats.set(Some(Stats {
-                        usage,
-                        cost,
-                        timing: None,
-                        finish_reason: None,
-                    }));
-                }
-                self.failure
-                    .set(Some(Failure::from_code(code, message, retryable)));
-                self.status.set(Status::Failed);
+                let stats = usage.zip(cost).map(|(usage, cost)| Stats {
+                    usage,
+                    cost,
+                    timing: None,
+                    finish_reason: None,
+                });
+                let failure = Failure::from_code(code, message, retryable);
+                self.finish(Status::Failed, stats, Some(failure));
             }
             _ => {}
         }
     }
 
-    pub fn is_active(&self) -> bool {
-        matches!(self.status.get(), Status::Waiting | Status::Streaming)
+    /// Applies the text of frame `seq`, each `seq` once; a gap is counted and shown.
+    fn apply_text(&self, seq: u64, text: &str, is_reasoning: bool) {
+        match self.seq.try_update_value(|g| g.offer(seq)) {
+            Some(Accept::Duplicate) | None => return,
+            Some(Accept::Gap { missing }) => self.missing.update(|m| *m += missing),
+            Some(Accept::New) => {}
+        }
+        if self.data.status().get_untracked() != Status::Streaming {
+            self.data.status().set(Status::Streaming);
+            self.retry.set(None);
+        }
+        if is_reasoning {
+            self.data.reasoning().update(|r| r.push_str(text));
+        } else {
+            self.append_text(text);
+        }
+    }
+
+    /// Ends the answer in `status`, with its figures and failure if it has them.
+    fn finish(&self, status: Status, stats: Option<Stats>, failure: Option<Failure>) {
+        self.retry.set(None);
+        if stats.is_some() {
+            self.data.stats().set(stats);
+        }
+        if failure.is_some() {
+            self.data.failure().set(failure);
+        }
+        self.data.status().set(status);
     }
 }
 
 /// The chat's state, shared with every component of the tab.
 #[derive(Clone, Copy)]
-pub struct ChatSession {
+pub(crate) struct ChatSession {
     pub info: StoredValue<ServerInfo>,
     pub messages: RwSignal<Vec<Msg>>,
     pub settings: RwSignal<Settings>,
@@ -242,16 +237,11 @@ impl ChatSession {
         }
     }
 
-    fn new_msg(&self, role: Role, content: &str, status: Status) -> Msg {
-        let id = self.fresh_id();
-        self.owner
-            .with_value(|owner| owner.with(|| Msg::new(id, role, content, status)))
-    }
-
-    fn fresh_id(&self) -> u64 {
+    fn new_msg(&self, message: Message) -> Msg {
         let id = self.next_id.get_value();
         self.next_id.set_value(id + 1);
-        id
+        self.owner
+            .with_value(|owner| owner.with(|| Msg::new(id, message)))
     }
 
     /// Restores the saved conversation and settings (browser only, after hydration).
@@ -270,11 +260,7 @@ impl ChatSession {
         let messages = saved
             .messages
             .into_iter()
-            .map(|m| {
-                let id = self.fresh_id();
-                self.owner
-                    .with_value(|owner| owner.with(|| Msg::from_saved(id, m)))
-            })
+            .map(|m| self.new_msg(m.restored()))
             .collect();
         self.messages.set(messages);
     }
@@ -282,17 +268,18 @@ impl ChatSession {
     /// Saves the conversation and settings. Called at the end of each turn, not per chunk.
     pub fn persist(&self) {
         let saved = Saved {
-            messages: self
-                .messages
-                .get_untracked()
-                .into_iter()
-                .map(Msg::to_saved)
-                .collect(),
+            messages: self.history(),
             settings: Some(self.settings.get_untracked()),
         };
         if let Ok(text) = serde_json::to_string(&saved) {
             platform::save(STORAGE_KEY, &text);
         }
+    }
+
+    /// The conversation as it stands, as plain data.
+    fn history(&self) -> Vec<Message> {
+        self.messages
+            .with_untracked(|m| m.iter().map(|m| m.data.get_untracked()).collect())
     }
 
     /// Sends the composer's text as a new user message.
@@ -302,34 +289,42 @@ impl ChatSession {
             return;
         }
         self.composer.set(String::new());
-        let user = self.new_msg(Role::User, &text, Status::Done);
+        self.ask(&text);
+    }
+
+    /// Adds user message `text` and answers it.
+    fn ask(&self, text: &str) {
+        let user = self.new_msg(Message::new(Role::User, text, Status::Done));
         self.messages.update(|m| m.push(user));
         self.answer();
     }
 
     /// Appends an empty answer and streams into it, with everything before it as context.
     fn answer(&self) {
-        let turns: Vec<(Role, String, Status)> = self
-            .messages
-            .get_untracked()
-            .iter()
-            .map(|m| (m.role, m.content.get_untracked(), m.status.get_untracked()))
-            .collect();
+        let request = self.request();
+        let answer = self.new_msg(Message::new(Role::Assistant, "", Status::Waiting));
+        self.messages.update(|m| m.push(answer));
+        self.streaming.set(Some(answer.id));
+        self.persist();
+        self.stream(&request, answer);
+    }
+
+    /// The request for the next answer: the panel's parameters and the context.
+    fn request(&self) -> ChatRequest {
         let settings = self.settings.get_untracked();
-        let request = ChatRequest {
-            messages: state::context(&settings.system_prompt, &turns),
-            provider: Some(settings.provider.clone()),
-            model: Some(settings.model.clone()),
+        ChatRequest {
+            messages: state::context(&settings.system_prompt, &self.history()),
+            provider: Some(settings.provider),
+            model: Some(settings.model),
             temperature: Some(settings.temperature),
             top_p: settings.top_p,
             max_tokens: Some(settings.max_tokens),
             seed: settings.seed,
-        };
-        let answer = self.new_msg(Role::Assistant, "", Status::Waiting);
-        self.messages.update(|m| m.push(answer));
-        self.streaming.set(Some(answer.id));
-        self.persist();
+        }
+    }
 
+    /// Streams the answer to `request` into `answer`, with a clock for countdowns.
+    fn stream(&self, request: &ChatRequest, answer: Msg) {
         let session = *self;
         let ticker = set_interval_with_handle(
             move || session.now_ms.set(platform::now_ms()),
@@ -340,7 +335,7 @@ impl ChatSession {
         // The stream can outlive the tab: after `leave`, its last reads and its end find
         // the session's signals disposed (reading them would panic) and do nothing.
         let on_frames = move |frames: Vec<Frame>| {
-            if answer.status.is_disposed() {
+            if answer.data.is_disposed() {
                 return;
             }
             for frame in frames {
@@ -351,11 +346,11 @@ impl ChatSession {
             if let Some(ticker) = ticker {
                 ticker.clear();
             }
-            if !answer.status.is_disposed() {
+            if !answer.data.is_disposed() {
                 session.end(answer, end);
             }
         };
-        let handle = platform::start_stream(&request, on_frames, on_end);
+        let handle = platform::start_stream(request, on_frames, on_end);
         if self.streaming.get_untracked() == Some(answer.id) {
             self.handle.set_value(Some(handle));
         }
@@ -364,13 +359,15 @@ impl ChatSession {
     /// Ends the turn: an answer still open says how its stream ended; the chat is saved.
     fn end(&self, answer: Msg, end: StreamEnd) {
         if answer.is_active() {
-            answer.retry.set(None);
-            match end {
-                StreamEnd::Aborted => answer.status.set(Status::Stopped),
-                StreamEnd::Rejected(message) => answer.fail(message, false),
-                StreamEnd::Network(message) => answer.fail(message, true),
-                StreamEnd::Finished => answer.fail("连接意外结束，回答不完整".into(), true),
-            }
+            let failed =
+                |message, retryable| (Status::Failed, Some(Failure::plain(message, retryable)));
+            let (status, failure) = match end {
+                StreamEnd::Aborted => (Status::Stopped, None),
+                StreamEnd::Rejected(message) => failed(message, false),
+                StreamEnd::Network(message) => failed(message, true),
+                StreamEnd::Finished => failed("连接意外结束，回答不完整".into(), true),
+            };
+            answer.finish(status, None, failure);
         }
         self.streaming.set(None);
         self.handle.set_value(None);
@@ -410,7 +407,7 @@ impl ChatSession {
         }
         let last_is_answer = self
             .messages
-            .with_untracked(|m| m.last().is_some_and(|m| m.role == Role::Assistant));
+            .with_untracked(|m| m.last().is_some_and(|m| m.role() == Role::Assistant));
         if last_is_answer {
             self.messages.update(|m| {
                 m.pop();
@@ -430,9 +427,7 @@ impl ChatSession {
                 messages.truncate(index);
             }
         });
-        let user = self.new_msg(Role::User, &text, Status::Done);
-        self.messages.update(|m| m.push(user));
-        self.answer();
+        self.ask(&text);
     }
 
     /// 新对话: stops any stream and starts afresh (settings are kept).
@@ -444,40 +439,94 @@ impl ChatSession {
     }
 }
 
-impl Msg {
-    fn fail(&self, message: String, retryable: bool) {
-        self.failure.set(Some(Failure {
-            message,
-            retryable,
-            hint: None,
-        }));
-        self.status.set(Status::Failed);
-    }
-}
-
 /// The panel's starting values: the server's defaults.
-pub fn default_settings(info: &ServerInfo) -> Settings {
-    let provider = info.provider(&info.default_provider);
-    let model = provider
-        .map(|p| p.default_model.clone())
-        .unwrap_or_default();
-    let limit = provider
-        .and_then(|p| p.models.iter().find(|m| m.id == model))
-        .map_or(info.max_tokens, |m| m.max_output_tokens);
+fn default_settings(info: &ServerInfo) -> Settings {
+    let (model, max_tokens) = model_defaults(info, &info.default_provider);
     Settings {
         provider: info.default_provider.clone(),
         model,
         temperature: info.temperature,
-        max_tokens: info.max_tokens.min(limit),
+        max_tokens,
         top_p: None,
         seed: info.seed,
         system_prompt: String::new(),
     }
 }
 
+/// A provider's default model, and the server's default `max_tokens` within its limit.
+pub(crate) fn model_defaults(info: &ServerInfo, provider: &str) -> (String, u32) {
+    let model = info
+        .provider(provider)
+        .map(|p| p.default_model.clone())
+        .unwrap_or_default();
+    let max_tokens = info.max_tokens.min(info.output_limit(provider, &model));
+    (model, max_tokens)
+}
+
 /// Saved settings are used only if the server still offers that provider and model.
 fn settings_fit(info: &ServerInfo, settings: &Settings) -> bool {
-    info.provider(&settings.provider)
-        .and_then(|p| p.models.iter().find(|m| m.id == settings.model))
-        .is_some_and(|m| settings.max_tokens >= 1 && settings.max_tokens <= m.max_output_tokens)
+    info.model(&settings.provider, &settings.model)
+        .is_some_and(|m| (1..=m.max_output_tokens).contains(&settings.max_tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Cost, ErrorCode, Usage, UsageSource};
+
+    fn chunk(seq: u64, content: &str) -> Frame {
+        Frame::Chunk {
+            seq,
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn frames_fold_into_the_answer_each_once() {
+        let owner = Owner::new();
+        owner.set();
+        let msg = Msg::new(1, Message::new(Role::Assistant, "", Status::Waiting));
+        msg.apply(chunk(0, "# 标题\n\n"));
+        msg.apply(chunk(0, "# 标题\n\n"));
+        msg.apply(Frame::Reasoning {
+            seq: 1,
+            content: "想".into(),
+        });
+        msg.apply(chunk(3, "尾巴"));
+        let data = msg.data.get_untracked();
+        assert_eq!(data.content, "# 标题\n\n尾巴");
+        assert_eq!(data.reasoning, "想");
+        assert_eq!(data.status, Status::Streaming);
+        assert_eq!(msg.missing.get_untracked(), 1);
+        assert_eq!(msg.blocks.get_untracked().len(), 1);
+        assert_eq!(msg.tail.get_untracked(), "<p>尾巴</p>\n");
+
+        msg.apply(Frame::Error {
+            code: ErrorCode::RateLimited,
+            message: "限流".into(),
+            retryable: true,
+            usage: Some(Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2,
+                total_tokens: 3,
+                source: UsageSource::Tiktoken,
+            }),
+            cost: Some(Cost {
+                currency: "CNY".into(),
+                input: "0".into(),
+                output: "0".into(),
+                total: "0".into(),
+            }),
+        });
+        let data = msg.data.get_untracked();
+        assert_eq!(data.status, Status::Failed);
+        assert!(data
+            .failure
+            .is_some_and(|f| f.retryable && f.hint.is_some()));
+        assert!(data.stats.is_some());
+
+        // Leaving the tab disposes the message: late frames must check before reading.
+        owner.cleanup();
+        assert!(msg.data.is_disposed() && msg.tail.is_disposed());
+    }
 }

@@ -1,16 +1,16 @@
 //! The chat's pure logic, with no signals and no browser: how frames fold into an answer
-//! (each `seq` applied once, in order), what a finished answer reports, and the form a
-//! conversation is saved in. Unit-tested natively.
+//! (each `seq` applied once, in order), what a finished answer reports, and the one
+//! [`Message`] type that is both saved and (through its store) rendered. Unit-tested
+//! natively.
 
+use reactive_stores::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{
-    ChatMessage, Cost, ErrorCode, Frame, Role, Timing, Usage, UsageSource, Yuan,
-};
+use crate::protocol::{ChatMessage, Cost, ErrorCode, Role, Timing, Usage, UsageSource, Yuan};
 
 /// What happened when a text frame was offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accept {
+pub(crate) enum Accept {
     /// New text, in order: apply it.
     New,
     /// This `seq` was applied already (or is older): ignore it.
@@ -20,11 +20,9 @@ pub enum Accept {
 }
 
 /// Keeps `seq` order: one counter for chunks and reasoning together.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeqGuard {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SeqGuard {
     next: u64,
-    /// Frames that never arrived, over the whole answer.
-    pub missing: u64,
 }
 
 impl SeqGuard {
@@ -37,7 +35,6 @@ impl SeqGuard {
         if missing == 0 {
             Accept::New
         } else {
-            self.missing += missing;
             Accept::Gap { missing }
         }
     }
@@ -45,7 +42,7 @@ impl SeqGuard {
 
 /// Where an answer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
+pub(crate) enum Status {
     Waiting,
     Streaming,
     Done,
@@ -55,7 +52,7 @@ pub enum Status {
 
 /// The figures shown under a finished (or failed) answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub usage: Usage,
     pub cost: Cost,
     pub timing: Option<Timing>,
@@ -96,7 +93,7 @@ impl Stats {
 }
 
 /// `¥0.000123`: rounded half-up to six decimals for display.
-pub fn yuan_label(yuan: Yuan) -> String {
+pub(crate) fn yuan_label(yuan: Yuan) -> String {
     const MICRO: u128 = 1_000_000; // pico-yuan per micro-yuan
     let micro = (yuan.0 + MICRO / 2) / MICRO;
     format!("¥{}.{:06}", micro / 1_000_000, micro % 1_000_000)
@@ -104,7 +101,7 @@ pub fn yuan_label(yuan: Yuan) -> String {
 
 /// An error as the answer shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub message: String,
     /// Whether pressing 重试 may help.
     pub retryable: bool,
@@ -128,12 +125,23 @@ impl Failure {
             hint: hint.map(str::to_owned),
         }
     }
+
+    /// A failure of the connection rather than of the provider: no hint.
+    pub fn plain(message: String, retryable: bool) -> Failure {
+        Failure {
+            message,
+            retryable,
+            hint: None,
+        }
+    }
 }
 
-/// One message of a saved conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedMessage {
+/// One message of the conversation, saved as it is and rendered field by field: the
+/// page holds it in a [`Store`], so a chunk notifies only the fields it changes.
+#[derive(Debug, Clone, PartialEq, Store, Serialize, Deserialize)]
+pub(crate) struct Message {
     pub role: Role,
+    /// The whole text (user text, or the answer so far).
     pub content: String,
     #[serde(default)]
     pub reasoning: String,
@@ -144,9 +152,32 @@ pub struct SavedMessage {
     pub failure: Option<Failure>,
 }
 
+impl Message {
+    pub fn new(role: Role, content: &str, status: Status) -> Message {
+        Message {
+            role,
+            content: content.to_owned(),
+            reasoning: String::new(),
+            status,
+            stats: None,
+            failure: None,
+        }
+    }
+
+    /// A saved message as a reload finds it: a reload interrupts a stream, so what was
+    /// shown is kept, marked as stopped.
+    pub fn restored(self) -> Message {
+        let status = match self.status {
+            Status::Waiting | Status::Streaming => Status::Stopped,
+            other => other,
+        };
+        Message { status, ..self }
+    }
+}
+
 /// The request parameters the panel holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub provider: String,
     pub model: String,
     pub temperature: f32,
@@ -160,33 +191,33 @@ pub struct Settings {
 
 /// Everything that survives a reload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Saved {
-    pub messages: Vec<SavedMessage>,
+pub(crate) struct Saved {
+    pub messages: Vec<Message>,
     pub settings: Option<Settings>,
 }
 
 /// The context sent with a request: the system prompt, then every finished turn.
 /// Failed or empty answers are left out, so a retry does not feed an error back.
-pub fn context(system_prompt: &str, turns: &[(Role, String, Status)]) -> Vec<ChatMessage> {
+pub(crate) fn context(system_prompt: &str, turns: &[Message]) -> Vec<ChatMessage> {
     let system = (!system_prompt.trim().is_empty()).then(|| ChatMessage {
         role: Role::System,
         content: system_prompt.to_owned(),
     });
-    let turns = turns.iter().filter(|(role, content, status)| {
-        !content.trim().is_empty()
-            && (*role == Role::User || matches!(status, Status::Done | Status::Stopped))
+    let turns = turns.iter().filter(|m| {
+        !m.content.trim().is_empty()
+            && (m.role == Role::User || matches!(m.status, Status::Done | Status::Stopped))
     });
     system
         .into_iter()
-        .chain(turns.map(|(role, content, _)| ChatMessage {
-            role: *role,
-            content: content.clone(),
+        .chain(turns.map(|m| ChatMessage {
+            role: m.role,
+            content: m.content.clone(),
         }))
         .collect()
 }
 
 /// Conversation totals: tokens in, tokens out, cost.
-pub fn totals<'a>(stats: impl Iterator<Item = &'a Stats>) -> (u64, u64, Yuan) {
+pub(crate) fn totals<'a>(stats: impl Iterator<Item = &'a Stats>) -> (u64, u64, Yuan) {
     stats.fold((0, 0, Yuan::default()), |(input, output, cost), s| {
         (
             input + u64::from(s.usage.prompt_tokens),
@@ -194,15 +225,6 @@ pub fn totals<'a>(stats: impl Iterator<Item = &'a Stats>) -> (u64, u64, Yuan) {
             cost + Yuan::parse(&s.cost.total).unwrap_or_default(),
         )
     })
-}
-
-/// The text of a text frame and whether it is reasoning; `None` for other frames.
-pub fn text_of(frame: &Frame) -> Option<(u64, &str, bool)> {
-    match frame {
-        Frame::Chunk { seq, content } => Some((*seq, content, false)),
-        Frame::Reasoning { seq, content } => Some((*seq, content, true)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -229,7 +251,6 @@ mod tests {
                 Accept::New,
             ]
         );
-        assert_eq!(guard.missing, 2);
     }
 
     fn stats(prompt: u32, completion: u32, total: &str, first: u64, total_ms: u64) -> Stats {
@@ -274,13 +295,28 @@ mod tests {
     }
 
     #[test]
+    fn saved_messages_keep_their_form() {
+        let old = r#"{"role":"assistant","content":"部分","status":"Streaming"}"#;
+        let message: Message = serde_json::from_str(old).unwrap();
+        assert_eq!(message.reasoning, "");
+        assert_eq!(message.restored().status, Status::Stopped);
+        let done = Message::new(Role::User, "q", Status::Done);
+        let json = serde_json::to_string(&done).unwrap();
+        assert_eq!(
+            json,
+            r#"{"role":"user","content":"q","reasoning":"","status":"Done","stats":null,"failure":null}"#
+        );
+        assert_eq!(done.clone().restored(), done);
+    }
+
+    #[test]
     fn context_leaves_out_failed_answers() {
-        let turns = vec![
-            (Role::User, "q1".to_owned(), Status::Done),
-            (Role::Assistant, "a1".to_owned(), Status::Done),
-            (Role::User, "q2".to_owned(), Status::Done),
-            (Role::Assistant, "partial".to_owned(), Status::Failed),
-            (Role::User, "q3".to_owned(), Status::Done),
+        let turns = [
+            Message::new(Role::User, "q1", Status::Done),
+            Message::new(Role::Assistant, "a1", Status::Done),
+            Message::new(Role::User, "q2", Status::Done),
+            Message::new(Role::Assistant, "partial", Status::Failed),
+            Message::new(Role::User, "q3", Status::Done),
         ];
         let roles: Vec<(Role, &str)> = context("be brief", &turns)
             .iter()

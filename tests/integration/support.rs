@@ -155,7 +155,7 @@ impl Streamed {
         let texts = self
             .frames
             .iter()
-            .filter_map(streamai::chat::state::text_of);
+            .filter_map(streamai::protocol::Frame::text);
         texts
             .filter(|(_, _, r)| *r == reasoning)
             .map(|(_, text, _)| text)

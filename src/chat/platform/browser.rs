@@ -12,10 +12,10 @@ use crate::protocol::{ChatRequest, Frame, RejectBody};
 use crate::sse::Parser;
 
 /// Where a [`StreamHandle`] may be kept: it holds a JS object, so only on this thread.
-pub type HandleStorage = leptos::prelude::LocalStorage;
+pub(crate) type HandleStorage = leptos::prelude::LocalStorage;
 
 /// A running request. Dropping it does not stop it; [`StreamHandle::abort`] does.
-pub struct StreamHandle {
+pub(crate) struct StreamHandle {
     controller: Option<AbortController>,
 }
 
@@ -31,7 +31,7 @@ impl StreamHandle {
 
 /// POSTs `request` to `/api/chat/stream`; calls `on_frames` with the frames of each
 /// network read (a batch, so the page updates once per read), then `on_end` once.
-pub fn start_stream(
+pub(crate) fn start_stream(
     request: &ChatRequest,
     mut on_frames: impl FnMut(Vec<Frame>) + 'static,
     on_end: impl FnOnce(StreamEnd) + 'static,
@@ -116,34 +116,34 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-pub fn load(key: &str) -> Option<String> {
+pub(crate) fn load(key: &str) -> Option<String> {
     storage()?.get_item(key).ok().flatten()
 }
 
-pub fn save(key: &str, value: &str) {
+pub(crate) fn save(key: &str, value: &str) {
     if let Some(storage) = storage() {
         // Quota errors lose only the saved copy, never the page's state.
         let _ = storage.set_item(key, value);
     }
 }
 
-pub fn copy_text(text: &str) {
+pub(crate) fn copy_text(text: &str) {
     if let Some(window) = web_sys::window() {
         let _ = window.navigator().clipboard().write_text(text);
     }
 }
 
-pub fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
 /// Runs `f` before the next repaint (coalesces many updates into one per frame).
-pub fn next_frame(f: impl FnOnce() + 'static) {
+pub(crate) fn next_frame(f: impl FnOnce() + 'static) {
     leptos::prelude::request_animation_frame(f);
 }
 
 /// True when the page is scrolled to (near) its end: new text should keep it there.
-pub fn near_bottom() -> bool {
+pub(crate) fn near_bottom() -> bool {
     let Some(window) = web_sys::window() else {
         return false;
     };
@@ -160,7 +160,7 @@ pub fn near_bottom() -> bool {
 }
 
 /// Scrolls to the end of the page once the pending DOM update has landed.
-pub fn scroll_to_bottom() {
+pub(crate) fn scroll_to_bottom() {
     leptos::prelude::request_animation_frame(|| {
         if let Some(window) = web_sys::window() {
             let height = window

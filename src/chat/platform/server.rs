@@ -5,16 +5,16 @@ use crate::protocol::{ChatRequest, Frame};
 use super::StreamEnd;
 
 /// Where a [`StreamHandle`] may be kept: on the server it is plain data, so any thread.
-pub type HandleStorage = leptos::prelude::SyncStorage;
+pub(crate) type HandleStorage = leptos::prelude::SyncStorage;
 
 /// A running request; without a browser there never is one.
-pub struct StreamHandle;
+pub(crate) struct StreamHandle;
 
 impl StreamHandle {
     pub fn abort(&self) {}
 }
 
-pub fn start_stream(
+pub(crate) fn start_stream(
     _request: &ChatRequest,
     _on_frames: impl FnMut(Vec<Frame>) + 'static,
     on_end: impl FnOnce(StreamEnd) + 'static,
@@ -23,27 +23,27 @@ pub fn start_stream(
     StreamHandle
 }
 
-pub fn load(_key: &str) -> Option<String> {
+pub(crate) fn load(_key: &str) -> Option<String> {
     None
 }
 
-pub fn save(_key: &str, _value: &str) {}
+pub(crate) fn save(_key: &str, _value: &str) {}
 
-pub fn copy_text(_text: &str) {}
+pub(crate) fn copy_text(_text: &str) {}
 
-pub fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     0.0
 }
 
 /// No frames to wait for: runs `f` now.
-pub fn next_frame(f: impl FnOnce() + 'static) {
+pub(crate) fn next_frame(f: impl FnOnce() + 'static) {
     f();
 }
 
 /// No page to scroll.
-pub fn near_bottom() -> bool {
+pub(crate) fn near_bottom() -> bool {
     false
 }
 
 /// No page to scroll.
-pub fn scroll_to_bottom() {}
+pub(crate) fn scroll_to_bottom() {}

@@ -188,7 +188,7 @@ async fn posts_from_our_own_page_are_served() {
             let frames = crate::support::parse_frames(&answer.body);
             let text: String = frames
                 .iter()
-                .filter_map(streamai::chat::state::text_of)
+                .filter_map(streamai::protocol::Frame::text)
                 .map(|(_, t, _)| t)
                 .collect();
             assert_eq!(text, ANSWER);
@@ -232,7 +232,7 @@ async fn hosts_outside_the_allowed_list_are_refused() {
         assert_eq!(answer.status, 200, "{host}: {}", answer.body);
         let text: String = crate::support::parse_frames(&answer.body)
             .iter()
-            .filter_map(streamai::chat::state::text_of)
+            .filter_map(streamai::protocol::Frame::text)
             .map(|(_, t, _)| t)
             .collect();
         assert_eq!(text, ANSWER);

@@ -117,7 +117,7 @@ async fn an_exposed_server_warns_and_logs_user_strings_escaped() {
         .unwrap();
     let text: String = parse_frames(&raw)
         .iter()
-        .filter_map(streamai::chat::state::text_of)
+        .filter_map(streamai::protocol::Frame::text)
         .map(|(_, text, _)| text)
         .collect();
     assert_eq!(text, ANSWER);

@@ -1,0 +1,51 @@
+//! What both tabs need of the server's configuration: reading it before they render
+//! (one `Suspense` around one blocking resource), and the one notice of demo mode.
+
+use std::sync::Arc;
+
+use leptos::prelude::*;
+
+use crate::api::{get_server_info, ServerInfo};
+
+/// Reads the server's configuration, then renders `children` with it; says so if the
+/// reading fails. Blocking: with `SsrMode::Async` the server sends the page complete.
+#[component]
+pub(crate) fn WithServerInfo<Chil, V>(
+    /// Shown while the configuration is read (after a tab switch in the browser).
+    loading: &'static str,
+    children: Chil,
+) -> impl IntoView
+where
+    Chil: Fn(ServerInfo) -> V + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    let info = Resource::new_blocking(|| (), |_| get_server_info());
+    let children = Arc::new(children);
+    view! {
+        <Suspense fallback=move || view! { <p class="muted">{loading}</p> }>
+            {move || {
+                let children = Arc::clone(&children);
+                Suspend::new(async move {
+                    match info.await {
+                        Ok(info) => children(info).into_any(),
+                        Err(err) => view! { <p class="error">"读取服务配置失败：" {err.to_string()}</p> }.into_any(),
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}
+
+/// Says that the built-in offline demo model answers (no key is configured), and how to
+/// use a real one. Renders nothing unless `demo`.
+#[component]
+pub(crate) fn DemoNotice(demo: bool) -> impl IntoView {
+    demo.then(|| {
+        view! {
+            <p class="notice" data-testid="demo-notice">
+                "当前是离线演示模式：服务端没有配置 API 密钥，回答来自内置的演示模型。"
+                "在 .env 中设置 SILICONFLOW_API_KEY（或其他平台的密钥）后重启即可使用真实模型。"
+            </p>
+        }
+    })
+}
