@@ -42,7 +42,26 @@ fn render(markdown: &str) -> String {
     });
     let mut out = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut out, events);
-    add_copy_buttons(&out)
+    align_by_class(&add_copy_buttons(&out))
+}
+
+/// Table alignment as classes: the page's CSP (`style-src 'self'`) forbids the inline
+/// `style` pulldown-cmark writes on `<th>` and `<td>`. Only tags are touched: a `<` in
+/// the answer's text is escaped, so `<th style=` can only be pulldown-cmark's own.
+fn align_by_class(html: &str) -> String {
+    if !html.contains(" style=\"text-align: ") {
+        return html.to_owned();
+    }
+    let mut out = html.to_owned();
+    for cell in ["th", "td"] {
+        for side in ["left", "center", "right"] {
+            out = out.replace(
+                &format!("<{cell} style=\"text-align: {side}\">"),
+                &format!("<{cell} class=\"align-{side}\">"),
+            );
+        }
+    }
+    out
 }
 
 /// Only http(s), mailto and relative targets survive.
@@ -142,6 +161,18 @@ mod tests {
         assert!(html.contains("href=\"/rel\""));
         let image = render("![x](https://example.com/a.png)");
         assert!(!image.contains("<img"), "{image}");
+    }
+
+    #[test]
+    fn table_alignment_needs_no_inline_style() {
+        let html = render("| a | b | c |\n|:--|:-:|--:|\n| 1 | 2 | 3 |\n");
+        assert!(!html.contains("style="), "{html}");
+        for side in ["left", "center", "right"] {
+            assert!(html.contains(&format!("class=\"align-{side}\"")), "{html}");
+        }
+        // Text that merely looks like the attribute stays text.
+        let text = render("<b style=\"text-align: left\">x</b>");
+        assert!(text.contains("&lt;b style=\"text-align: left\"&gt;"), "{text}");
     }
 
     #[test]
