@@ -84,9 +84,11 @@ if $want_test || $want_release; then
   fi
 fi
 
-if $want_test && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei" || ! fc-list 2>/dev/null | grep -qi "Noto Color Emoji"; }; then
-  say "installing Chromium and a Chinese font (Debian packages)"
-  apt_install chromium fonts-wqy-microhei fonts-noto-color-emoji
+if $want_test && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei" || ! fc-list 2>/dev/null | grep -qi "Noto Color Emoji" || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; }; then
+  # postgresql: the throwaway server of the store tests (scripts/postgres.sh); its own
+  # cluster service is not used.
+  say "installing Chromium, a Chinese font and Postgres (Debian packages)"
+  apt_install chromium fonts-wqy-microhei fonts-noto-color-emoji postgresql
 fi
 
 say "ready"
