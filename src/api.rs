@@ -11,6 +11,9 @@ use crate::protocol::{ChatRequest, Cost, Usage};
 pub struct ServerInfo {
     /// No key is configured; the built-in offline demo model answers.
     pub demo: bool,
+    /// Access codes exist: every API call needs one (`Authorization: Bearer`).
+    #[serde(default)]
+    pub access_required: bool,
     pub default_provider: String,
     pub providers: Vec<ProviderInfo>,
     pub temperature: f32,
@@ -66,12 +69,17 @@ impl ServerInfo {
 #[server(prefix = "/api", endpoint = "server_info", input = server_fn::codec::Json)]
 pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
     let state = expect_context::<crate::server::AppState>();
-    Ok(server_info(state.llm.config()))
+    let access_required = state
+        .store
+        .has_codes()
+        .await
+        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    Ok(server_info(state.llm.config(), access_required))
 }
 
 /// The configuration as the browser may see it: keys masked.
 #[cfg(feature = "ssr")]
-fn server_info(llm: &crate::llm::LlmConfig) -> ServerInfo {
+fn server_info(llm: &crate::llm::LlmConfig, access_required: bool) -> ServerInfo {
     use crate::llm::keys;
 
     let providers = llm.providers.iter().map(|p| ProviderInfo {
@@ -89,14 +97,18 @@ fn server_info(llm: &crate::llm::LlmConfig) -> ServerInfo {
                 max_output_tokens: m.max_output_tokens,
             })
             .collect(),
-        keys: if llm.is_demo() {
-            Vec::new()
-        } else {
-            keys::mask_all(&p.keys)
+        // A page behind access codes is rendered for anyone who loads it: no key tails.
+        keys: match (llm.is_demo(), access_required) {
+            (true, _) => Vec::new(),
+            (false, true) => (0..p.keys.len())
+                .map(|i| format!("{} ••••", keys::key_id(i)))
+                .collect(),
+            (false, false) => keys::mask_all(&p.keys),
         },
     });
     ServerInfo {
         demo: llm.is_demo(),
+        access_required,
         default_provider: llm.default_provider.clone(),
         providers: providers.collect(),
         temperature: llm.defaults.temperature,
@@ -138,7 +150,17 @@ pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
             )));
         }
     };
-    let mut frames = state.llm.stream(job, state.shutdown_signal());
+    let caller = leptos_axum::extract::<axum::Extension<crate::server::auth::Caller>>()
+        .await
+        .map(|axum::Extension(caller)| caller)
+        .unwrap_or(crate::server::auth::Caller::Open);
+    let mut frames = match crate::server::billing::start(&state, &caller, job).await {
+        Ok(frames) => frames,
+        Err(turned) => {
+            response.set_status(turned.status);
+            return Err(ServerFnError::ServerError(turned.rejection.message));
+        }
+    };
     let mut content = String::new();
     while let Some(frame) = frames.next().await {
         match frame {

@@ -26,5 +26,5 @@ pub mod wire;
 pub use client::{LlmClient, Shutdown};
 pub use config::LlmConfig;
 pub use error::LlmError;
-pub use relay::FrameStream;
+pub use relay::{Ended, FrameStream, Report};
 pub use request::ChatJob;

@@ -43,6 +43,12 @@ impl Price {
         Yuan(u128::from(self.output_micro_per_m) * 1_000_000).to_string()
     }
 
+    /// The exact price of `prompt` input and `completion` output tokens.
+    pub fn charge(&self, prompt: u32, completion: u32) -> Yuan {
+        Yuan::of_tokens(prompt, self.input_micro_per_m)
+            + Yuan::of_tokens(completion, self.output_micro_per_m)
+    }
+
     /// The cost of a request's tokens.
     pub fn cost(&self, usage: &Usage) -> Cost {
         let input = Yuan::of_tokens(usage.prompt_tokens, self.input_micro_per_m);

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -26,26 +26,68 @@ use super::keys::key_id;
 use super::request::ChatJob;
 use super::tokens;
 use super::wire::{UpstreamEvent, WireUsage};
-use crate::protocol::{Frame, Timing, Usage, UsageSource};
+use crate::protocol::{ErrorCode, Frame, Timing, Usage, UsageSource, Yuan};
 
 /// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
 pub type FrameStream = BoxStream<'static, Frame>;
+
+/// What one chat cost and how it ended: sent once, when it ends, for the ledger and the
+/// budget. The same numbers as the terminal frame (or, for a browser that went away, as
+/// the log line).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub ended: Ended,
+    pub usage: Usage,
+    /// Our tiktoken count of the reasoning text (providers report it inconsistently).
+    pub reasoning_tokens: u32,
+    pub cost: Yuan,
+    pub key_id: Option<String>,
+    /// Attempts made to open the stream (1 without retries).
+    pub attempts: u32,
+    pub first_token_ms: Option<u64>,
+    pub duration_ms: u64,
+}
+
+/// How a chat ended, as its [`Report`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Done,
+    Failed(ErrorCode),
+    /// The browser stopped it or went away.
+    Stopped,
+}
 
 impl LlmClient {
     /// Starts a streaming chat. The provider call runs in its own task, which stops —
     /// dropping the upstream connection — as soon as the returned stream is dropped.
     pub fn stream(self: &Arc<Self>, job: ChatJob, shutdown: Shutdown) -> FrameStream {
+        self.stream_reported(job, shutdown).0
+    }
+
+    /// [`Self::stream`], with the chat's [`Report`] delivered when it ends.
+    pub fn stream_reported(
+        self: &Arc<Self>,
+        job: ChatJob,
+        shutdown: Shutdown,
+    ) -> (FrameStream, oneshot::Receiver<Report>) {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(run(self.clone(), job, tx, shutdown));
-        futures::stream::unfold(rx, |mut rx| async move {
+        let (report_tx, report_rx) = oneshot::channel();
+        tokio::spawn(run(self.clone(), job, tx, report_tx, shutdown));
+        let frames = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|frame| (frame, rx))
-        })
-        .boxed()
+        });
+        (frames.boxed(), report_rx)
     }
 }
 
-/// Runs one chat to its end, sending frames to `tx`.
-async fn run(client: Arc<LlmClient>, job: ChatJob, tx: mpsc::Sender<Frame>, shutdown: Shutdown) {
+/// Runs one chat to its end, sending frames to `tx` and its report to `report`.
+async fn run(
+    client: Arc<LlmClient>,
+    job: ChatJob,
+    tx: mpsc::Sender<Frame>,
+    report_to: oneshot::Sender<Report>,
+    shutdown: Shutdown,
+) {
     let id = next_id();
     let span = tracing::info_span!(
         "chat",
@@ -63,7 +105,8 @@ async fn run(client: Arc<LlmClient>, job: ChatJob, tx: mpsc::Sender<Frame>, shut
         cost = Empty,
         outcome = Empty,
     );
-    relay(client, job, id, tx, shutdown).instrument(span).await;
+    let report = relay(client, job, id, tx, shutdown).instrument(span).await;
+    let _ = report_to.send(report);
 }
 
 async fn relay(
@@ -72,7 +115,7 @@ async fn relay(
     id: String,
     tx: mpsc::Sender<Frame>,
     mut shutdown: Shutdown,
-) {
+) -> Report {
     let mut session = Session::new(&job);
     let start = Frame::Start {
         id,
@@ -121,11 +164,13 @@ async fn drive(
         Err(end) => return end,
     };
     tracing::Span::current().record("attempts", attempts);
+    session.attempts = attempts;
     let mut upstream = match opened {
         Ok(opened) => opened,
         Err(err) => return End::Failed(err),
     };
     tracing::Span::current().record("key_id", key_id(upstream.key));
+    session.key = Some(upstream.key);
     loop {
         // After `finish_reason` only usage and `[DONE]` may follow: a provider that
         // keeps the connection open in silence gets a short grace, not the idle timeout.
@@ -206,6 +251,9 @@ struct Session {
     provider_usage: Option<WireUsage>,
     prompt_estimate: u32,
     price: Price,
+    /// Attempts made to open the stream, and the key that answered.
+    attempts: u32,
+    key: Option<usize>,
 }
 
 impl Session {
@@ -220,6 +268,8 @@ impl Session {
             provider_usage: None,
             prompt_estimate: job.prompt_tokens,
             price: job.model.price,
+            attempts: 0,
+            key: None,
         }
     }
 
@@ -293,7 +343,7 @@ impl Session {
         usage
     }
 
-    async fn done(self, tx: &mpsc::Sender<Frame>) {
+    async fn done(self, tx: &mpsc::Sender<Frame>) -> Report {
         let usage = self.usage();
         let cost = self.price.cost(&usage);
         let finish_reason = self
@@ -308,6 +358,7 @@ impl Session {
             total_ms = millis(self.started.elapsed()),
             "chat finished"
         );
+        let report = self.report(Ended::Done, usage.clone());
         let frame = Frame::Done {
             finish_reason,
             usage,
@@ -315,6 +366,7 @@ impl Session {
             timing: self.timing(),
         };
         let _ = tx.send(frame).await;
+        report
     }
 
     async fn fail(
@@ -323,7 +375,7 @@ impl Session {
         job: &ChatJob,
         tx: &mpsc::Sender<Frame>,
         err: LlmError,
-    ) {
+    ) -> Report {
         // Text already sent is billed: report what it cost.
         let (usage, cost) = if self.has_text() {
             let usage = self.usage();
@@ -339,6 +391,13 @@ impl Session {
             span.record("cost", cost.total.as_str());
         }
         tracing::warn!(code = ?err.code(), after_text = self.has_text(), "chat failed: {}", message.escape_debug());
+        let billed = usage.clone().unwrap_or(Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            source: UsageSource::Tiktoken,
+        });
+        let report = self.report(Ended::Failed(err.code()), billed);
         let frame = Frame::Error {
             code: err.code(),
             message,
@@ -347,10 +406,11 @@ impl Session {
             cost,
         };
         let _ = tx.send(frame).await;
+        report
     }
 
     /// The browser went away: the provider connection is dropped with this task.
-    fn cancelled(self) {
+    fn cancelled(self) -> Report {
         let usage = self.usage();
         let cost = self.price.cost(&usage);
         let span = tracing::Span::current();
@@ -361,6 +421,23 @@ impl Session {
             cost = %cost.total,
             "client went away; upstream dropped (partial usage above)"
         );
+        self.report(Ended::Stopped, usage)
+    }
+
+    /// The chat's report, for `usage` as billed.
+    fn report(&self, ended: Ended, usage: Usage) -> Report {
+        Report {
+            ended,
+            cost: self
+                .price
+                .charge(usage.prompt_tokens, usage.completion_tokens),
+            reasoning_tokens: tokens::count_text(&self.reasoning),
+            usage,
+            key_id: self.key.map(key_id),
+            attempts: self.attempts,
+            first_token_ms: self.first_token.map(millis),
+            duration_ms: millis(self.started.elapsed()),
+        }
     }
 
     fn timing(&self) -> Timing {

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 
-use super::AppState;
+use super::auth::Caller;
+use super::{billing, AppState};
 use crate::llm::request::parse_body;
 use crate::protocol::{RejectBody, Rejection};
 
@@ -23,6 +24,12 @@ use crate::protocol::{RejectBody, Rejection};
 /// JSON (`security`), a body within the size and time limits and a free stream slot
 /// (`limits`).
 pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) -> Response {
+    // Set by `auth::require_code`, which guards every `/api/*` route.
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Open);
     // Already read into memory, within the limit, by `limits::limit_body`.
     let Ok(bytes) = to_bytes(request.into_body(), usize::MAX).await else {
         return rejected(
@@ -43,7 +50,13 @@ pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) 
         Err(rejection) => return rejected(StatusCode::BAD_REQUEST, rejection),
     };
 
-    let frames = state.llm.stream(job, state.shutdown_signal());
+    let frames = match billing::start(&state, &caller, job).await {
+        Ok(frames) => frames,
+        Err(turned) => {
+            tracing::info!(code = %turned.rejection.code, "chat refused: {}", turned.rejection.message.escape_debug());
+            return turned.into_response();
+        }
+    };
     let events = frames.map(|frame| {
         let event = Event::default().json_data(&frame);
         Ok::<_, Infallible>(

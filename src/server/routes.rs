@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(from_fn_with_state(StreamSlots::new(&limits), cap_streams))
         .layer(from_fn_with_state(BodyLimit::from(&limits), limit_body))
+        .layer(from_fn_with_state(state.clone(), super::auth::require_code))
         .layer(from_fn_with_state(state.clone(), super::security::guard))
         .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
         .with_state(state)

@@ -7,11 +7,16 @@ use leptos::config::LeptosOptions;
 use tokio::sync::watch;
 
 use crate::llm::{LlmClient, LlmConfig, Shutdown};
+use crate::store::{LedgerWriter, Store};
 
 #[derive(Clone)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub llm: Arc<LlmClient>,
+    /// Access codes, budgets and the ledger.
+    pub store: Store,
+    /// The batched ledger writer of `store`.
+    pub ledger: LedgerWriter,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
@@ -22,11 +27,18 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(leptos_options: LeptosOptions, llm: LlmConfig) -> Result<Self, reqwest::Error> {
+    /// Needs a Tokio runtime (the ledger writer is a task).
+    pub fn new(
+        leptos_options: LeptosOptions,
+        llm: LlmConfig,
+        store: Store,
+    ) -> Result<Self, reqwest::Error> {
         let (shutdown, _) = watch::channel(false);
         Ok(AppState {
             leptos_options,
             llm: Arc::new(LlmClient::new(Arc::new(llm))?),
+            ledger: store.ledger_writer(),
+            store,
             shutdown: Arc::new(shutdown),
         })
     }

@@ -524,7 +524,7 @@ async fn with_no_key_the_offline_demo_answers() {
         .await
         .unwrap()
         .expect("demo starts");
-    let state = streamai::server::AppState::new(crate::support::leptos_options(), config).unwrap();
+    let state = crate::support::state_with(config).await;
     let job = state
         .llm
         .resolve(

@@ -22,7 +22,7 @@ fn get(uri: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn home_page_is_server_rendered() {
-    let (status, html) = send(router(state(&[])), get("/")).await;
+    let (status, html) = send(router(state(&[]).await), get("/")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("<title>流式AI</title>"), "{html}");
     assert!(html.contains(r#"href="/settings""#));
@@ -35,7 +35,7 @@ async fn home_page_is_server_rendered() {
 #[tokio::test]
 async fn settings_page_shows_configuration_with_masked_keys() {
     let key = "sk-integration-secret-0123456789";
-    let app = router(state(&[("DEEPSEEK_API_KEY", key)]));
+    let app = router(state(&[("DEEPSEEK_API_KEY", key)]).await);
     let (status, html) = send(app, get("/settings")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("deepseek-chat"), "{html}");
@@ -46,7 +46,7 @@ async fn settings_page_shows_configuration_with_masked_keys() {
 #[tokio::test]
 async fn server_info_function_answers_json_without_keys() {
     let key = "sk-integration-secret-abcdefghij";
-    let app = router(state(&[("QWEN_API_KEY", key)]));
+    let app = router(state(&[("QWEN_API_KEY", key)]).await);
     let request = Request::post("/api/server_info")
         .header("content-type", "application/json")
         .body(Body::from("{}"))
@@ -63,7 +63,7 @@ async fn server_info_function_answers_json_without_keys() {
 
 #[tokio::test]
 async fn unknown_path_is_404() {
-    let (status, html) = send(router(state(&[])), get("/no-such-page")).await;
+    let (status, html) = send(router(state(&[]).await), get("/no-such-page")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains("页面不存在"));
 }

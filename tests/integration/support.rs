@@ -6,17 +6,39 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use streamai::fake_upstream::FakeUpstream;
 use streamai::llm::LlmConfig;
 use streamai::protocol::{Cost, ErrorCode, Frame, Timing, Usage};
 use streamai::server::{routes::router, serve::serve, AppState};
 use streamai::sse::Parser;
 use tokio::sync::Notify;
+
+use streamai::store::{sqlite_url, Store};
 use tokio::task::JoinHandle;
 
-/// An app state whose environment is exactly `vars` (the process env is not read).
-pub fn state(vars: &[(&str, &str)]) -> AppState {
-    AppState::new(leptos_options(), llm_config(vars)).expect("HTTP client builds")
+/// An app state whose environment is exactly `vars` (the process env is not read), with a
+/// fresh SQLite database of its own.
+pub async fn state(vars: &[(&str, &str)]) -> AppState {
+    state_with(llm_config(vars)).await
+}
+
+/// An app state for `llm`, with a fresh SQLite database of its own.
+pub async fn state_with(llm: LlmConfig) -> AppState {
+    AppState::new(leptos_options(), llm, test_store().await).expect("HTTP client builds")
+}
+
+/// A fresh SQLite database in a temporary file.
+pub async fn test_store() -> Store {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("streamai-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{n}.db"));
+    let _ = std::fs::remove_file(&path);
+    Store::connect(&sqlite_url(&path))
+        .await
+        .expect("the test database opens")
 }
 
 pub fn leptos_options() -> leptos::config::LeptosOptions {
@@ -65,7 +87,7 @@ pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
     ];
     vars.extend(key_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     vars.extend_from_slice(extra);
-    let state = state(&vars);
+    let state = state(&vars).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state.clone());

@@ -29,8 +29,7 @@ async fn demo() -> Demo {
         .await
         .unwrap()
         .expect("with no key the demo starts");
-    let state = streamai::server::AppState::new(crate::support::leptos_options(), config)
-        .expect("HTTP client builds");
+    let state = crate::support::state_with(config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = streamai::server::routes::router(state);

@@ -1,6 +1,7 @@
 //! Item 8 and the log half of item 6, against the real binary: bound to a non-loopback
-//! address with no access control, the server says at start-up what anyone on the
-//! network can do; user-supplied strings reach its log escaped, never as forged lines.
+//! address with no access code, the server refuses to start, or — when the deployer opts
+//! out — says at start-up what anyone on the network can do; user-supplied strings reach
+//! its log escaped, never as forged lines.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -11,8 +12,19 @@ use streamai::fake_upstream::{FakeUpstream, Mode, ANSWER};
 
 use crate::support::parse_frames;
 
-/// The server binary on `addr`, its log lines arriving on the returned channel.
-fn spawn_server(addr: &str, fake_url: &str) -> (Child, mpsc::Receiver<String>) {
+/// The server binary on `addr` with a fresh database, its log lines arriving on the
+/// returned channel.
+fn spawn_server(
+    addr: &str,
+    fake_url: &str,
+    extra: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<String>) {
+    let db = std::env::temp_dir().join(format!(
+        "streamai-startup-{}-{}.db",
+        std::process::id(),
+        free_port()
+    ));
+    let database_url = format!("sqlite://{}", db.display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_streamai"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -29,7 +41,9 @@ fn spawn_server(addr: &str, fake_url: &str) -> (Child, mpsc::Receiver<String>) {
             ("CUSTOM_FREE_MODELS", "fake-model"),
             ("CUSTOM_BASE_URL", fake_url),
             ("CUSTOM_API_KEY", "sk-startup-test-key-0001"),
+            ("DATABASE_URL", database_url.as_str()),
         ])
+        .envs(extra.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -71,13 +85,27 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test]
+async fn an_exposed_server_without_codes_refuses_to_start() {
+    let port = free_port();
+    let addr = format!("0.0.0.0:{port}");
+    let (mut child, log) = spawn_server(&addr, "http://127.0.0.1:9/v1", &[]);
+    let lines = lines_until(&log, "could not start");
+    let status = child.wait().expect("the server exits");
+    assert!(!status.success());
+    let refusal = lines.last().unwrap();
+    assert!(refusal.contains("STREAMAI_ALLOW_OPEN"), "{refusal}");
+    assert!(refusal.contains("codes add"), "{refusal}");
+}
+
+#[tokio::test]
 async fn an_exposed_server_warns_and_logs_user_strings_escaped() {
     let mode = Mode::Scripted("openai".into());
     let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), mode)
         .await
         .unwrap();
     let port = free_port();
-    let (mut child, log) = spawn_server(&format!("0.0.0.0:{port}"), &fake.base_url());
+    let allow = [("STREAMAI_ALLOW_OPEN", "1")];
+    let (mut child, log) = spawn_server(&format!("0.0.0.0:{port}"), &fake.base_url(), &allow);
     let start_up = lines_until(&log, "listening");
     let warning = start_up.iter().find(|l| l.contains("非回环地址"));
     let warning = warning.unwrap_or_else(|| panic!("no exposure warning in {start_up:#?}"));
