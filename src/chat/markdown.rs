@@ -172,7 +172,10 @@ mod tests {
         }
         // Text that merely looks like the attribute stays text.
         let text = render("<b style=\"text-align: left\">x</b>");
-        assert!(text.contains("&lt;b style=\"text-align: left\"&gt;"), "{text}");
+        assert!(
+            text.contains("&lt;b style=\"text-align: left\"&gt;"),
+            "{text}"
+        );
     }
 
     #[test]
