@@ -91,7 +91,8 @@ pub async fn run() -> Result<(), StartError> {
         .await
         .map_err(StartError::Demo)?;
     crate::llm::tokens::warm_up();
-    let state = AppState::new(leptos_options, llm, store.clone())?;
+    let mut state = AppState::new(leptos_options, llm, store.clone())?;
+    state.record_ledger = std::env::var("STREAMAI_LEDGER").map_or(true, |v| v.trim() != "off");
     let app = routes::router(state.clone());
 
     let listener = tokio::net::TcpListener::bind(addr)

@@ -16,6 +16,8 @@ use streamai::protocol::Frame;
 use streamai::sse::Parser;
 
 const SERVER_ADDR: &str = "127.0.0.1:3298";
+/// A second server, the same but with `STREAMAI_LEDGER=off`, for the ledger's cost.
+const NO_LEDGER_ADDR: &str = "127.0.0.1:3297";
 const FAKE_ADDR: &str = "127.0.0.1:3299";
 /// Chunks per answer.
 const CHUNKS: u64 = 20;
@@ -65,7 +67,6 @@ async fn main() -> ExitCode {
         ("LEPTOS_OUTPUT_NAME", "streamai"),
         ("LEPTOS_SITE_ROOT", "target/site"),
         ("LEPTOS_SITE_PKG_DIR", "pkg"),
-        ("LEPTOS_SITE_ADDR", SERVER_ADDR),
         ("LEPTOS_ENV", "PROD"),
         ("LLM_PROVIDER", "custom"),
         ("LLM_MODEL", "fake-model"),
@@ -74,15 +75,43 @@ async fn main() -> ExitCode {
         ("CUSTOM_API_KEY", "sk-loadtest-key"),
         ("RUST_LOG", "warn"),
     ];
-    let mut server = match spawn(&format!("{bin_dir}/streamai"), &[], &env) {
-        Ok(child) => child,
-        Err(err) => {
-            let _ = fake.kill();
-            return fail(&format!("cannot start the server: {err}"));
-        }
+    let db = |name: &str| {
+        format!(
+            "sqlite://{}/streamai-loadtest-{}-{name}.db",
+            std::env::temp_dir().display(),
+            std::process::id()
+        )
     };
-    let code = run(&levels, server.id()).await;
-    let _ = server.kill();
+    let (db_on, db_off) = (db("ledger"), db("no-ledger"));
+    let with = |db: &str, ledger: &str, addr: &str| -> Vec<(String, String)> {
+        let extra = [
+            ("DATABASE_URL", db),
+            ("STREAMAI_LEDGER", ledger),
+            ("LEPTOS_SITE_ADDR", addr),
+        ];
+        env.iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let servers = [
+        with(&db_on, "on", SERVER_ADDR),
+        with(&db_off, "off", NO_LEDGER_ADDR),
+    ];
+    let mut children = Vec::new();
+    for env in &servers {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match spawn(&format!("{bin_dir}/streamai"), &[], &env) {
+            Ok(child) => children.push(child),
+            Err(err) => {
+                let _ = fake.kill();
+                children.iter_mut().for_each(|c| drop(c.kill()));
+                return fail(&format!("cannot start the server: {err}"));
+            }
+        }
+    }
+    let code = run(&levels, children[0].id()).await;
+    children.iter_mut().for_each(|c| drop(c.kill()));
     let _ = fake.kill();
     code
 }
@@ -152,6 +181,7 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
     }
     println!("times in ms; gap = time between consecutive chunks (the fake paces them); cores = server CPU seconds / wall seconds");
     big_prompts_beside_streams(&http).await;
+    ledger_on_and_off(&http).await;
     ssr_latency(&http).await;
     if all_matched {
         ExitCode::SUCCESS
@@ -164,6 +194,8 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
 enum Target {
     Direct,
     Relay,
+    /// The relay of the server whose ledger is off.
+    RelayNoLedger,
 }
 
 async fn run_level(
@@ -176,6 +208,7 @@ async fn run_level(
     let tag = match target {
         Target::Direct => "direct",
         Target::Relay => "relay",
+        Target::RelayNoLedger => "relay-no-ledger",
     };
     let tasks: Vec<_> = (0..level)
         .map(|i| {
@@ -205,7 +238,10 @@ async fn one_stream(http: &reqwest::Client, prompt: &str, target: Target) -> Str
         Target::Direct => http.post(format!("http://{FAKE_ADDR}/v1/chat/completions")).json(&serde_json::json!({
             "model": "fake-model", "messages": messages, "stream": true, "stream_options": {"include_usage": true}
         })),
-        Target::Relay => http.post(format!("http://{SERVER_ADDR}/api/chat/stream")).json(&serde_json::json!({"messages": messages})),
+        Target::Relay | Target::RelayNoLedger => {
+            let addr = if matches!(target, Target::Relay) { SERVER_ADDR } else { NO_LEDGER_ADDR };
+            http.post(format!("http://{addr}/api/chat/stream")).json(&serde_json::json!({"messages": messages}))
+        }
     };
     let started = Instant::now();
     let Ok(response) = request.send().await else {
@@ -240,12 +276,14 @@ async fn one_stream(http: &reqwest::Client, prompt: &str, target: Target) -> Str
                     }
                     Err(_) => (String::new(), false),
                 },
-                Target::Relay => match serde_json::from_str::<Frame>(&event.data) {
-                    Ok(Frame::Chunk { content, .. }) => (content, false),
-                    Ok(Frame::Done { .. }) => (String::new(), true),
-                    Ok(Frame::Error { .. }) => return StreamResult::default(),
-                    _ => (String::new(), false),
-                },
+                Target::Relay | Target::RelayNoLedger => {
+                    match serde_json::from_str::<Frame>(&event.data) {
+                        Ok(Frame::Chunk { content, .. }) => (content, false),
+                        Ok(Frame::Done { .. }) => (String::new(), true),
+                        Ok(Frame::Error { .. }) => return StreamResult::default(),
+                        _ => (String::new(), false),
+                    }
+                }
             };
             if !content.is_empty() {
                 let now = Instant::now();
@@ -282,6 +320,31 @@ async fn big_prompts_beside_streams(http: &reqwest::Client) {
         "big prompts: {STREAMS} streams, gap p50/p99 alone {:.2}/{:.2} ms, beside {counted} 1 MiB prompts {:.2}/{:.2} ms (added {:+.2}/{:+.2} ms); byte-exact {}/{} and {}/{}",
         ms(a50), ms(a99), ms(b50), ms(b99), ms(b50) - ms(a50), ms(b99) - ms(a99),
         ok(&alone), STREAMS, ok(&beside), STREAMS,
+    );
+}
+
+/// First-token latency of 100 streams with the ledger (budget reservation, settle and a
+/// batched row per chat) and without it, alternating twice, in one run.
+async fn ledger_on_and_off(http: &reqwest::Client) {
+    if !wait_ready(http, &format!("http://{NO_LEDGER_ADDR}/")).await {
+        println!("ledger on/off: the second server did not come up");
+        return;
+    }
+    const STREAMS: usize = 100;
+    let (delay, ramp) = pacing(STREAMS);
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for _ in 0..2 {
+        on.extend(run_level(http, STREAMS, delay, ramp, Target::Relay).await);
+        off.extend(run_level(http, STREAMS, delay, ramp, Target::RelayNoLedger).await);
+    }
+    let ttfc = |rs: &[StreamResult]| percentiles(rs.iter().filter_map(|r| r.first_chunk).collect());
+    let ok = |rs: &[StreamResult]| rs.iter().filter(|r| r.ok && r.text_matches).count();
+    let ((on50, on99), (off50, off99)) = (ttfc(&on), ttfc(&off));
+    println!(
+        "ledger: {STREAMS} streams x2, ttfc p50/p99 with ledger {:.2}/{:.2} ms, without {:.2}/{:.2} ms (ratio p50 {:.3}); byte-exact {}/{} and {}/{}",
+        ms(on50), ms(on99), ms(off50), ms(off99), ms(on50) / ms(off50).max(0.001),
+        ok(&on), on.len(), ok(&off), off.len(),
     );
 }
 

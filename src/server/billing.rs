@@ -115,6 +115,9 @@ async fn settle(
     if let Err(err) = state.store.settle(reservation, report.cost).await {
         tracing::error!("cannot settle a reservation: {err}");
     }
+    if !state.record_ledger {
+        return;
+    }
     state.ledger.record(LedgerRow {
         at_ms: pending.at_ms,
         code_id: pending.code_id,

@@ -17,6 +17,8 @@ pub struct AppState {
     pub store: Store,
     /// The batched ledger writer of `store`.
     pub ledger: LedgerWriter,
+    /// `STREAMAI_LEDGER=off` (benchmarks only): chats are still budgeted, but no rows.
+    pub record_ledger: bool,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
@@ -38,6 +40,7 @@ impl AppState {
             leptos_options,
             llm: Arc::new(LlmClient::new(Arc::new(llm))?),
             ledger: store.ledger_writer(),
+            record_ledger: true,
             store,
             shutdown: Arc::new(shutdown),
         })

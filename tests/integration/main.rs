@@ -5,3 +5,4 @@ mod support;
 mod abuse;
 mod chat_sse;
 mod router;
+mod team;

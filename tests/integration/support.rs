@@ -66,6 +66,11 @@ pub struct Harness {
 
 /// Extra environment on top of the harness defaults (short timeouts and backoff).
 pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
+    harness_on(test_store().await, keys, extra).await
+}
+
+/// [`harness`] on a given database (several servers may share one).
+pub async fn harness_on(store: Store, keys: &[&str], extra: &[(&str, &str)]) -> Harness {
     let mode = streamai::fake_upstream::Mode::Scripted("openai".into());
     let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), mode)
         .await
@@ -87,7 +92,8 @@ pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
     ];
     vars.extend(key_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     vars.extend_from_slice(extra);
-    let state = state(&vars).await;
+    let state =
+        AppState::new(leptos_options(), llm_config(&vars), store).expect("HTTP client builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state.clone());
@@ -267,14 +273,19 @@ impl Harness {
 
     /// POSTs a body to the stream endpoint and reads the whole response.
     pub async fn post(&self, body: &str) -> Streamed {
-        let response = self
+        self.post_as(None, body).await
+    }
+
+    /// [`Self::post`] with an access code.
+    pub async fn post_as(&self, code: Option<&str>, body: &str) -> Streamed {
+        let mut request = self
             .http
             .post(self.url("/api/chat/stream"))
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", "application/json");
+        if let Some(code) = code {
+            request = request.bearer_auth(code);
+        }
+        let response = request.body(body.to_owned()).send().await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let raw = response.text().await.unwrap();
