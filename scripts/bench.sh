@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark, one command: release build and bundle sizes, the relay under load
-# (C = 1, 100, 1000, 10000 streams) with SSR latency, token counting of a 100-page
-# contract, and rendering a 10,000-chunk answer in Chromium. Figures go to stdout;
+# (C = 1, 100, 1000, 10000 streams) with SSR latency, chunk gaps beside 1 MiB prompts, the
+# ledger on and off, token counting of a 100-page contract, the database with a million
+# ledger rows, and rendering a 10,000-chunk answer in Chromium. Figures go to stdout;
 # BENCHMARKS.md records the latest. Everything runs on loopback and stops by itself.
 #   scripts/bench.sh [LEVELS]   e.g. scripts/bench.sh 1,100,1000
 set -euo pipefail
@@ -25,6 +26,13 @@ target/release/loadtest "$levels"
 
 echo "== token counting"
 cargo bench --features ssr --bench tokens --locked
+
+echo "== database: 1,000,000 ledger rows, dashboard queries (SQLite, and a throwaway Postgres)"
+pg_dir=$(mktemp -u -d /tmp/streamai-pg.XXXXXX)
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
+TEST_DATABASE_URL=$(scripts/postgres.sh start "$pg_dir" "$pg_port") \
+  cargo bench --features ssr --bench store --locked
 
 echo "== browser rendering"
 (cd end2end && npx playwright test --config bench.config.ts --reporter=list)
