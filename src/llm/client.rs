@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
+use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
@@ -63,19 +64,23 @@ impl LlmClient {
     /// Validates a request against the configuration and the model's context window.
     /// The prompt is counted on the blocking pool: a 1 MiB prompt takes tens of
     /// milliseconds, which must not stall the streams sharing the async workers.
-    pub async fn resolve(&self, request: ChatRequest) -> Result<ChatJob, Rejection> {
+    pub async fn resolve(self: &Arc<Self>, request: ChatRequest) -> Result<ChatJob, Rejection> {
+        let client = self.clone();
+        off_the_workers(move || client.resolve_now(request)).await
+    }
+
+    /// [`Self::resolve`] for a raw JSON body: parsed on the blocking pool too (a 1 MiB
+    /// body takes milliseconds to parse).
+    pub async fn resolve_body(self: &Arc<Self>, body: Bytes) -> Result<ChatJob, Rejection> {
+        let client = self.clone();
+        off_the_workers(move || client.resolve_now(request::parse_body(&body)?)).await
+    }
+
+    /// Checks, fills in defaults, counts the prompt and fits it in the context window.
+    fn resolve_now(&self, request: ChatRequest) -> Result<ChatJob, Rejection> {
         let job = request::resolve(&self.config, request)?;
-        let counted = tokio::task::spawn_blocking(move || {
-            let prompt_tokens = super::tokens::count_prompt(&job.messages);
-            request::fit_context(job, prompt_tokens)
-        });
-        counted.await.unwrap_or_else(|_| {
-            Err(Rejection {
-                code: "internal".into(),
-                field: None,
-                message: "服务器无法统计提示词的 token 数，请重试".into(),
-            })
-        })
+        let prompt_tokens = super::tokens::count_prompt(&job.messages);
+        request::fit_context(job, prompt_tokens)
     }
 
     /// An error as the user and the logs may see it: any configured key of `provider`
@@ -297,6 +302,31 @@ fn is_invalid_key_code(code: &str) -> bool {
         code.as_str(),
         "invalidapikey" | "invalidkey" | "authenticationerror"
     )
+}
+
+/// Runs `work` on the blocking pool, at most (cores − 1) at once, so one core always stays
+/// with the async workers that relay the open streams.
+async fn off_the_workers(
+    work: impl FnOnce() -> Result<ChatJob, Rejection> + Send + 'static,
+) -> Result<ChatJob, Rejection> {
+    let _permit = counting_slots().acquire().await;
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|_| {
+        Err(Rejection {
+            code: "internal".into(),
+            field: None,
+            message: "服务器处理请求时出错，请重试".into(),
+        })
+    })
+}
+
+/// Prompt counts that may run at once, leaving a core to the async workers that relay
+/// the open streams (on 2 cores: one count at a time).
+fn counting_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+    })
 }
 
 /// The largest error body we read: a provider error is a few hundred bytes; more is not

@@ -55,30 +55,10 @@ pub async fn start(state: &AppState, caller: &Caller, job: ChatJob) -> Result<Fr
             None,
         ));
     }
-    let worst = job.model.price.charge(job.prompt_tokens, job.max_tokens);
-    let request = ReserveRequest {
-        code_id: caller.code_id(),
-        amount: worst,
-        now: unix_now(),
-    };
-    let reservation = match state.store.reserve(request).await {
-        Ok(reservation) => reservation,
-        Err(ReserveError::Refused(refusal)) => {
-            state
-                .ledger
-                .record(refused_row(at_ms, caller, &job, &refusal));
-            return Err(refused(refusal));
-        }
-        Err(ReserveError::Store(err)) => {
-            tracing::error!("cannot reserve the budget: {err}");
-            let message = "服务器暂时无法记账，请稍后重试".to_owned();
-            return Err(turned(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                message,
-                Some(5),
-            ));
-        }
+    let reservation = if needs_reservation(state, caller) {
+        Some(reserve(state, caller, &job, at_ms).await?)
+    } else {
+        None
     };
     let row = Pending {
         at_ms,
@@ -89,6 +69,52 @@ pub async fn start(state: &AppState, caller: &Caller, job: ChatJob) -> Result<Fr
     let (frames, report) = state.llm.stream_reported(job, state.shutdown_signal());
     tokio::spawn(settle(state.clone(), reservation, row, report));
     Ok(frames)
+}
+
+/// Whether any limit applies to this chat: the deployment's daily limit, or one of the
+/// code's. With none (the open single-user start, or an unlimited code) there is nothing
+/// to reserve, and the chat skips the database's one writer on its way to the provider;
+/// its ledger row is still written.
+fn needs_reservation(state: &AppState, caller: &Caller) -> bool {
+    let code_limited = caller.code().is_some_and(|code| {
+        let l = &code.limits;
+        l.daily.is_some() || l.monthly.is_some() || l.rpm.is_some() || l.concurrent.is_some()
+    });
+    code_limited || state.store.global_daily_limit().is_some()
+}
+
+/// Books the worst case of `job` (the prompt plus `max_tokens` of output), or turns it
+/// away, with a ledger row for the refusal.
+async fn reserve(
+    state: &AppState,
+    caller: &Caller,
+    job: &ChatJob,
+    at_ms: i64,
+) -> Result<Reservation, Turned> {
+    let request = ReserveRequest {
+        code_id: caller.code_id(),
+        amount: job.model.price.charge(job.prompt_tokens, job.max_tokens),
+        now: unix_now(),
+    };
+    match state.store.reserve(request).await {
+        Ok(reservation) => Ok(reservation),
+        Err(ReserveError::Refused(refusal)) => {
+            let row = refused_row(at_ms, caller, job, &refusal);
+            state.ledger.record(row);
+            Err(refused(refusal))
+        }
+        Err(ReserveError::Store(err)) => {
+            tracing::error!("cannot reserve the budget: {err}");
+            let message = "服务器暂时无法记账，请稍后重试".to_owned();
+            let code = "store_unavailable";
+            Err(turned(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                message,
+                Some(5),
+            ))
+        }
+    }
 }
 
 /// What the ledger row of a running chat knows before it ends.
@@ -102,7 +128,7 @@ struct Pending {
 /// Waits for the chat's report, settles its reservation and records its row.
 async fn settle(
     state: AppState,
-    reservation: Reservation,
+    reservation: Option<Reservation>,
     pending: Pending,
     report: oneshot::Receiver<Report>,
 ) {
@@ -112,8 +138,10 @@ async fn settle(
         tracing::error!("a chat ended without a report; settled at its reservation");
         return;
     };
-    if let Err(err) = state.store.settle(reservation, report.cost).await {
-        tracing::error!("cannot settle a reservation: {err}");
+    if let Some(reservation) = reservation {
+        if let Err(err) = state.store.settle(reservation, report.cost).await {
+            tracing::error!("cannot settle a reservation: {err}");
+        }
     }
     if !state.record_ledger {
         return;

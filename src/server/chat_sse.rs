@@ -17,7 +17,6 @@ use futures::StreamExt;
 
 use super::auth::Caller;
 use super::{billing, AppState};
-use crate::llm::request::parse_body;
 use crate::protocol::{RejectBody, Rejection};
 
 /// The handler. The request was already checked by the middleware in `routes`: same-site
@@ -41,15 +40,10 @@ pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) 
             },
         );
     };
-    let request = match parse_body(&bytes) {
-        Ok(request) => request,
-        Err(rejection) => return rejected(StatusCode::BAD_REQUEST, rejection),
-    };
-    let job = match state.llm.resolve(request).await {
+    let job = match state.llm.resolve_body(bytes).await {
         Ok(job) => job,
         Err(rejection) => return rejected(StatusCode::BAD_REQUEST, rejection),
     };
-
     let frames = match billing::start(&state, &caller, job).await {
         Ok(frames) => frames,
         Err(turned) => {
