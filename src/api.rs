@@ -66,7 +66,7 @@ impl ServerInfo {
 }
 
 /// The server's configuration as the settings tab and the chat's parameter panel show it.
-#[server(prefix = "/api", endpoint = "server_info", input = server_fn::codec::Json)]
+#[server(prefix = "/api", endpoint = "server_info", input = server_fn::codec::Json, client = crate::app::access::BearerClient)]
 pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
     let state = expect_context::<crate::server::AppState>();
     let access_required = state
@@ -132,7 +132,7 @@ pub struct Completion {
 /// One answer, not streamed: the same validation, retries, key rotation and costing as
 /// `POST /api/chat/stream` (it runs the same stream and collects it). Bad input answers
 /// 400, provider failures 502, both with the reason.
-#[server(prefix = "/api", endpoint = "chat", input = server_fn::codec::Json)]
+#[server(prefix = "/api", endpoint = "chat", input = server_fn::codec::Json, client = crate::app::access::BearerClient)]
 pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
     use crate::protocol::Frame;
     use futures::StreamExt;

@@ -1,8 +1,11 @@
 //! The page: the HTML shell, the header with its tab bar, and the table of routes.
 //! Each tab is a route, so the URL names the tab and a reload keeps it.
 
+pub(crate) mod access;
+mod admin;
 pub(crate) mod server_info;
 mod settings;
+mod usage;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Stylesheet, Title};
@@ -12,7 +15,10 @@ use leptos_router::{
 };
 
 use crate::chat::ChatPage;
+use access::{Access, AccessControl, AccessPrompt};
+use admin::AdminPage;
 use settings::SettingsPage;
+use usage::UsagePage;
 
 /// The HTML document around the app, rendered on the server. Its scripts (hydration,
 /// live reload, resolved resources) carry the nonce of the page's CSP header.
@@ -48,6 +54,9 @@ pub(crate) fn App() -> impl IntoView {
     // tests (and CSS) can wait for.
     let hydrated = RwSignal::new(false);
     Effect::new(move || hydrated.set(true));
+    // The access code lives in the browser: who we are is known only after hydration.
+    let access = Access::provide();
+    Effect::new(move || access.start());
     view! {
         <Stylesheet id="leptos" href="/pkg/streamai.css"/>
         <Title text="流式AI"/>
@@ -57,7 +66,10 @@ pub(crate) fn App() -> impl IntoView {
                 <nav class="tabs" aria-label="功能">
                     <A href="/" exact=true>"流式AI"</A>
                     <A href="/settings">"服务配置"</A>
+                    <A href="/usage">"用量"</A>
+                    {move || access.is_admin().then(|| view! { <A href="/admin">"管理"</A> })}
                 </nav>
+                <AccessControl/>
             </header>
             <main class="page">
                 <Routes fallback=NotFound>
@@ -65,8 +77,13 @@ pub(crate) fn App() -> impl IntoView {
                     // so it is complete even where JavaScript never runs.
                     <Route path=StaticSegment("") view=ChatPage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("settings") view=SettingsPage ssr=SsrMode::Async/>
+                    // The usage needs the access code, which only the browser has: it loads there.
+                    <Route path=StaticSegment("usage") view=UsagePage/>
+                    // Admins only; like the usage, it loads in the browser, with the code.
+                    <Route path=StaticSegment("admin") view=AdminPage/>
                 </Routes>
             </main>
+            <AccessPrompt/>
         </Router>
     }
 }

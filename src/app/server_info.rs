@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
+use super::access::{self, Access};
 use crate::api::{get_server_info, ServerInfo};
 
 /// Reads the server's configuration, then renders `children` with it; says so if the
@@ -21,6 +22,25 @@ where
 {
     let info = Resource::new_blocking(|| (), |_| get_server_info());
     let children = Arc::new(children);
+    // In the browser: a server that wants a code this browser does not have asks for it
+    // at once; a reading refused for want of one (401) is read again once it is entered.
+    let access = expect_context::<Access>();
+    Effect::new(move |_| {
+        if let Some(Ok(info)) = info.get() {
+            if info.access_required && access::stored_code().is_none() {
+                access.ask();
+            }
+        }
+    });
+    Effect::watch(
+        move || access.epoch.get(),
+        move |_, _, _| {
+            if info.with_untracked(|info| matches!(info, Some(Err(_)))) {
+                info.refetch();
+            }
+        },
+        false,
+    );
     view! {
         <Suspense fallback=move || view! { <p class="muted">{loading}</p> }>
             {move || {

@@ -8,6 +8,7 @@ use super::params::ParamsPanel;
 use super::session::ChatSession;
 use super::state::{totals, yuan_label, MessageStoreFields};
 use crate::api::ServerInfo;
+use crate::app::access::Access;
 use crate::app::server_info::{DemoNotice, WithServerInfo};
 
 /// The chat tab: reads the server's configuration, then shows the chat.
@@ -39,6 +40,14 @@ fn Chat(info: ServerInfo) -> impl IntoView {
         pagehide.remove();
         session.leave();
     });
+    // A question refused for want of an access code is sent again once one is entered.
+    if let Some(access) = use_context::<Access>() {
+        Effect::watch(
+            move || access.epoch.get(),
+            move |_, _, _| session.resend_held(),
+            false,
+        );
+    }
     view! {
         <section class="chat" aria-label="流式AI 对话">
             <DemoNotice demo/>

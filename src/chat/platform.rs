@@ -23,6 +23,8 @@ pub(crate) enum StreamEnd {
     Aborted,
     /// The server refused the request (4xx) with this message.
     Rejected(String),
+    /// The server refused the access code, or its lack (401), with this message.
+    Unauthorized(String),
     /// The connection failed or the body broke off.
     Network(String),
 }

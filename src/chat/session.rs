@@ -213,6 +213,9 @@ pub(crate) struct ChatSession {
     /// A clock for countdowns, ticking while a stream runs.
     pub now_ms: RwSignal<f64>,
     handle: StoredValue<Option<StreamHandle>, platform::HandleStorage>,
+    /// A question the server refused for want of a valid access code, back in the
+    /// composer until a code is entered ([`ChatSession::resend_held`]).
+    held: StoredValue<Option<String>>,
     next_id: StoredValue<u64>,
     /// The chat's reactive owner. Messages are created under it, not under whichever
     /// component's button was clicked: that component may be removed (regenerate drops
@@ -232,6 +235,7 @@ impl ChatSession {
             editing: RwSignal::new(None),
             now_ms: RwSignal::new(0.0),
             handle: StoredValue::new_with_storage(None),
+            held: StoredValue::new(None),
             next_id: StoredValue::new(1),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
         }
@@ -357,13 +361,25 @@ impl ChatSession {
     }
 
     /// Ends the turn: an answer still open says how its stream ended; the chat is saved.
+    /// A 401 asks for the access code, and the question goes back into the composer.
     fn end(&self, answer: Msg, end: StreamEnd) {
+        if let StreamEnd::Unauthorized(message) = &end {
+            crate::app::access::refused(message.clone());
+            if answer.is_active() && self.hold_question(answer.id) {
+                self.streaming.set(None);
+                self.handle.set_value(None);
+                self.persist();
+                return;
+            }
+        }
         if answer.is_active() {
             let failed =
                 |message, retryable| (Status::Failed, Some(Failure::plain(message, retryable)));
             let (status, failure) = match end {
                 StreamEnd::Aborted => (Status::Stopped, None),
-                StreamEnd::Rejected(message) => failed(message, false),
+                StreamEnd::Rejected(message) | StreamEnd::Unauthorized(message) => {
+                    failed(message, false)
+                }
                 StreamEnd::Network(message) => failed(message, true),
                 StreamEnd::Finished => failed("连接意外结束，回答不完整".into(), true),
             };
@@ -372,6 +388,39 @@ impl ChatSession {
         self.streaming.set(None);
         self.handle.set_value(None);
         self.persist();
+    }
+
+    /// Takes back the question whose answer `answer` was refused before it began: both
+    /// leave the conversation and the question returns to the composer, so nothing typed
+    /// is lost. Only when the composer is empty (nothing else typed meanwhile).
+    fn hold_question(&self, answer: u64) -> bool {
+        if !self.composer.with_untracked(|text| text.trim().is_empty()) {
+            return false;
+        }
+        let question = self.messages.with_untracked(|m| match m.as_slice() {
+            [.., question, last] if last.id == answer && question.role() == Role::User => {
+                Some(question.data.content().get_untracked())
+            }
+            _ => None,
+        });
+        let Some(question) = question else {
+            return false;
+        };
+        self.messages.update(|m| m.truncate(m.len() - 2));
+        self.composer.set(question.clone());
+        self.held.set_value(Some(question));
+        true
+    }
+
+    /// A code has been entered: sends the question a 401 held back, if the composer still
+    /// holds it unchanged.
+    pub fn resend_held(&self) {
+        let Some(question) = self.held.try_update_value(Option::take).flatten() else {
+            return;
+        };
+        if self.composer.get_untracked() == question {
+            self.send();
+        }
     }
 
     /// Stops the answer being streamed; its text so far stays.
@@ -528,5 +577,39 @@ mod tests {
         // Leaving the tab disposes the message: late frames must check before reading.
         owner.cleanup();
         assert!(msg.data.is_disposed() && msg.tail.is_disposed());
+    }
+
+    #[test]
+    fn a_refused_access_code_puts_the_question_back_in_the_composer() {
+        let owner = Owner::new();
+        owner.set();
+        let session = ChatSession::new(ServerInfo {
+            demo: true,
+            access_required: true,
+            default_provider: "demo".into(),
+            providers: Vec::new(),
+            temperature: 0.7,
+            max_tokens: 100,
+            seed: None,
+            timeout_secs: 10,
+            max_retries: 0,
+            max_body_bytes: 1000,
+        });
+        let question = session.new_msg(Message::new(Role::User, "别丢了", Status::Done));
+        let answer = session.new_msg(Message::new(Role::Assistant, "", Status::Waiting));
+        session.messages.set(vec![question, answer]);
+        session.streaming.set(Some(answer.id));
+
+        session.end(answer, StreamEnd::Unauthorized("访问码已被停用".into()));
+        assert!(session.messages.get_untracked().is_empty());
+        assert_eq!(session.composer.get_untracked(), "别丢了");
+        assert_eq!(session.streaming.get_untracked(), None);
+
+        // Sending needs a browser (the browser test covers it); a question edited
+        // meanwhile is the user's to send, and is not sent for them.
+        session.composer.set("别丢了，改过".into());
+        session.resend_held();
+        assert!(session.messages.get_untracked().is_empty());
+        assert_eq!(session.held.get_value(), None);
     }
 }

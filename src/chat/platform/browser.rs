@@ -1,6 +1,6 @@
-//! The browser side: `fetch` POST, the body read as a `ReadableStream`, bytes fed to the
-//! shared SSE parser (which decodes UTF-8 only on whole events), `AbortController` for
-//! stop; `localStorage`; the clipboard.
+//! The browser side: `fetch` POST (with the access code as `Authorization: Bearer`), the
+//! body read as a `ReadableStream`, bytes fed to the shared SSE parser (which decodes UTF-8
+//! only on whole events), `AbortController` for stop; `localStorage`; the clipboard.
 
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -51,11 +51,13 @@ async fn run(
     signal: Option<web_sys::AbortSignal>,
     on_frames: &mut impl FnMut(Vec<Frame>),
 ) -> StreamEnd {
-    let request = gloo_net::http::Request::post("/api/chat/stream")
+    let mut request = gloo_net::http::Request::post("/api/chat/stream")
         .header("content-type", "application/json")
-        .header("accept", "text/event-stream")
-        .abort_signal(signal.as_ref())
-        .body(body);
+        .header("accept", "text/event-stream");
+    if let Some(bearer) = crate::app::access::bearer() {
+        request = request.header("authorization", &bearer);
+    }
+    let request = request.abort_signal(signal.as_ref()).body(body);
     let request = match request {
         Ok(request) => request,
         Err(err) => return StreamEnd::Network(err.to_string()),
@@ -65,6 +67,10 @@ async fn run(
         Err(_) if signal.as_ref().is_some_and(|s| s.aborted()) => return StreamEnd::Aborted,
         Err(_) => return StreamEnd::Network("无法连接到服务器".into()),
     };
+    if response.status() == 401 {
+        let text = response.text().await.unwrap_or_default();
+        return StreamEnd::Unauthorized(crate::app::access::refusal_message(&text));
+    }
     if !response.ok() {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
