@@ -170,6 +170,21 @@ pub struct Streamed {
 }
 
 impl Streamed {
+    /// A response as read: its frames are parsed when the status is 200.
+    pub fn new(status: u16, headers: reqwest::header::HeaderMap, raw: String) -> Streamed {
+        let frames = if status == 200 {
+            parse_frames(&raw)
+        } else {
+            Vec::new()
+        };
+        Streamed {
+            status,
+            headers,
+            raw,
+            frames,
+        }
+    }
+
     /// The answer text: every chunk, in order.
     pub fn text(&self) -> String {
         self.joined(false)
@@ -289,17 +304,7 @@ impl Harness {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let raw = response.text().await.unwrap();
-        let frames = if status == 200 {
-            parse_frames(&raw)
-        } else {
-            Vec::new()
-        };
-        Streamed {
-            status,
-            headers,
-            raw,
-            frames,
-        }
+        Streamed::new(status, headers, raw)
     }
 
     /// Streams one user message (which may carry a `[[fake:…]]` marker).

@@ -11,7 +11,7 @@ use streamai::fake_upstream::scenario::MAX_CHUNKS;
 use streamai::fake_upstream::{demo_answer, FakeUpstream, Outcome, ANSWER, MAX_RECORDS};
 use streamai::protocol::Frame;
 
-use crate::support::{harness, parse_frames, Streamed};
+use crate::support::{harness, Streamed};
 
 /// A stream that runs longer than this is taken for a marker that was obeyed.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -61,17 +61,7 @@ impl Demo {
         let (status, headers, raw) = tokio::time::timeout(PATIENCE, exchange)
             .await
             .unwrap_or_else(|_| panic!("{prompt:?} did not finish in {PATIENCE:?}"));
-        let frames = if status == 200 {
-            parse_frames(&raw)
-        } else {
-            Vec::new()
-        };
-        Streamed {
-            status,
-            headers,
-            raw,
-            frames,
-        }
+        Streamed::new(status, headers, raw)
     }
 
     /// The demo's exact answer to `prompt`, ending in `done`.
