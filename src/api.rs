@@ -42,6 +42,9 @@ pub struct ModelInfo {
     pub input_price: String,
     pub output_price: String,
     pub max_output_tokens: u32,
+    /// The 深度思考 switch applies (the model table says how to send it).
+    #[serde(default)]
+    pub can_think: bool,
 }
 
 impl ServerInfo {
@@ -62,6 +65,11 @@ impl ServerInfo {
     pub fn output_limit(&self, provider: &str, model: &str) -> u32 {
         self.model(provider, model)
             .map_or(self.max_tokens, |m| m.max_output_tokens)
+    }
+
+    /// Whether the 深度思考 switch applies to this model.
+    pub fn can_think(&self, provider: &str, model: &str) -> bool {
+        self.model(provider, model).is_some_and(|m| m.can_think)
     }
 }
 
@@ -95,6 +103,7 @@ fn server_info(llm: &crate::llm::LlmConfig, access_required: bool) -> ServerInfo
                 input_price: m.price.input_display(),
                 output_price: m.price.output_display(),
                 max_output_tokens: m.max_output_tokens,
+                can_think: m.shaping.switchable(),
             })
             .collect(),
         // A page behind access codes is rendered for anyone who loads it: no key tails.
@@ -189,4 +198,24 @@ pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
     Err(ServerFnError::ServerError(
         "the answer ended without a result".into(),
     ))
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thinking_switch_shows_for_models_that_can_switch() {
+        let llm = crate::llm::LlmConfig::from_parts(
+            crate::llm::config::tests::SETTINGS,
+            [("DEEPSEEK_API_KEY", "k"), ("HUNYUAN_API_KEY", "k")],
+        )
+        .unwrap();
+        let info = server_info(&llm, false);
+        assert!(info.can_think("deepseek", "deepseek-chat"));
+        // The reasoner always thinks: nothing to switch.
+        assert!(!info.can_think("deepseek", "deepseek-reasoner"));
+        assert!(!info.can_think("hunyuan", "hunyuan-lite"));
+        assert!(!info.can_think("nope", "deepseek-chat"));
+    }
 }

@@ -19,6 +19,7 @@ pub(crate) mod keys;
 mod relay;
 pub(crate) mod request;
 pub(crate) mod retry;
+pub(crate) mod shape;
 pub mod tokens;
 mod upstream;
 pub mod wire;

@@ -47,6 +47,10 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
+    /// 深度思考: `Some(true)` asks a model that can think to think, `Some(false)` asks it
+    /// not to; absent leaves the model's own default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<bool>,
 }
 
 /// Where token counts came from: the provider's own `usage`, or our tiktoken estimate.

@@ -1,5 +1,5 @@
-//! The parameters panel: provider, model, temperature, max_tokens, top_p, seed and the
-//! system prompt, each a small component editing the session's [`Settings`].
+//! The parameters panel: provider, model, 深度思考, temperature, max_tokens, top_p, seed
+//! and the system prompt, each a small component editing the session's [`Settings`].
 //!
 //! [`Settings`]: super::state::Settings
 
@@ -9,7 +9,7 @@ use super::session::{model_defaults, ChatSession};
 
 /// A folded card with every request parameter; its summary names the model.
 #[component]
-pub(crate) fn ParamsPanel() -> impl IntoView {
+pub(crate) fn ParamsPanel() -> AnyView {
     let settings = expect_context::<ChatSession>().settings;
     view! {
         <details class="params card">
@@ -20,6 +20,7 @@ pub(crate) fn ParamsPanel() -> impl IntoView {
             <div class="params-grid">
                 <ProviderSelect/>
                 <ModelSelect/>
+                <ThinkingField/>
                 <TemperatureField/>
                 <MaxTokensField/>
                 <TopPField/>
@@ -28,6 +29,8 @@ pub(crate) fn ParamsPanel() -> impl IntoView {
             </div>
         </details>
     }
+    // Erased: the chat page's view type is otherwise too deep for the compiler.
+    .into_any()
 }
 
 /// Choosing a provider takes its default model, and the default max_tokens within it.
@@ -96,6 +99,31 @@ fn ModelSelect() -> impl IntoView {
                 }).collect_view()}
             </select>
         </label>
+    }
+}
+
+/// 深度思考, beside the model: shown only when the model can think.
+#[component]
+fn ThinkingField() -> impl IntoView {
+    let ChatSession { settings, info, .. } = expect_context();
+    let can_think =
+        move || settings.with(|s| info.with_value(|i| i.can_think(&s.provider, &s.model)));
+    let on_toggle = move |ev| {
+        let on = event_target_checked(&ev);
+        settings.update(|s| s.thinking = on);
+    };
+    view! {
+        <Show when=can_think>
+            <div class="field">
+                <label class="check">
+                    <input type="checkbox" aria-label="深度思考"
+                        prop:checked=move || settings.with(|s| s.thinking)
+                        on:change=on_toggle/>
+                    "深度思考"
+                </label>
+                <small class="muted">"先推理再回答：更准，但更慢、用量更多"</small>
+            </div>
+        </Show>
     }
 }
 

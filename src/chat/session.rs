@@ -316,6 +316,11 @@ impl ChatSession {
     /// The request for the next answer: the panel's parameters and the context.
     fn request(&self) -> ChatRequest {
         let settings = self.settings.get_untracked();
+        // 深度思考 only for a model that can think: elsewhere the server would refuse it.
+        let thinking = self
+            .info
+            .with_value(|i| i.can_think(&settings.provider, &settings.model))
+            .then_some(settings.thinking);
         ChatRequest {
             messages: state::context(&settings.system_prompt, &self.history()),
             provider: Some(settings.provider),
@@ -324,6 +329,7 @@ impl ChatSession {
             top_p: settings.top_p,
             max_tokens: Some(settings.max_tokens),
             seed: settings.seed,
+            thinking,
         }
     }
 
@@ -499,6 +505,7 @@ fn default_settings(info: &ServerInfo) -> Settings {
         top_p: None,
         seed: info.seed,
         system_prompt: String::new(),
+        thinking: false,
     }
 }
 

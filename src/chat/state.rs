@@ -187,6 +187,9 @@ pub(crate) struct Settings {
     /// `None`: off (the default); set only for reproducible debugging.
     pub seed: Option<i64>,
     pub system_prompt: String,
+    /// 深度思考, sent only for a model that can think (older saved settings lack it).
+    #[serde(default)]
+    pub thinking: bool,
 }
 
 /// Everything that survives a reload.

@@ -19,7 +19,7 @@ use super::keys::{key_id, KeyRing, NoKey};
 use super::request::{self, ChatJob};
 use super::retry::retry_after;
 use super::upstream::UpstreamStream;
-use super::wire::{self, ChatCompletionRequest, StreamOptions};
+use super::wire;
 use crate::protocol::{ChatRequest, Rejection};
 
 /// Flips to `true` when the server shuts down; open streams then end.
@@ -156,18 +156,7 @@ impl LlmClient {
         let timeout = self.config.timeout;
         let deadline = now + timeout;
         let first_token_timeout = || LlmError::FirstTokenTimeout(timeout.as_secs());
-        let body = ChatCompletionRequest {
-            model: &job.model.id,
-            messages: &job.messages,
-            stream: true,
-            temperature: job.temperature,
-            max_tokens: job.max_tokens,
-            top_p: job.top_p,
-            seed: job.seed,
-            stream_options: StreamOptions {
-                include_usage: true,
-            },
-        };
+        let body = super::shape::request_body(job);
         let send = self
             .http
             .post(format!("{}/chat/completions", job.base_url))

@@ -85,6 +85,81 @@ struct RawModel {
     max_output_tokens: u32,
     /// The model's context window in tokens (prompt + answer).
     context_tokens: u32,
+    /// How the 深度思考 switch reaches this model: `"model:<id>"` (send that model
+    /// instead, DeepSeek), `"enable_thinking"` (DashScope, SiliconFlow), `"thinking_type"`
+    /// (Ark's `thinking.type`), `"always"` (a reasoning-only model); absent: cannot think.
+    #[serde(default)]
+    thinking: Option<String>,
+    /// `thinking_budget` sent with thinking on, where the provider takes one.
+    #[serde(default)]
+    thinking_budget: Option<u32>,
+    /// Request parameters the model refuses or ignores; left out of the body (and logged).
+    #[serde(default)]
+    rejects: Vec<String>,
+    /// Consecutive messages of one role are joined into one (DeepSeek's reasoner).
+    #[serde(default)]
+    merge_same_role: bool,
+    /// `stream_options.include_usage` is sent (default); false where it is refused.
+    #[serde(default = "yes")]
+    include_usage: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The request parameters a model may reject (`rejects = [...]`).
+pub const REJECTABLE: [&str; 4] = ["temperature", "top_p", "seed", "max_tokens"];
+
+/// How a model's thinking is switched (see `RawModel::thinking`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Thinking {
+    /// Thinking on means sending this other model of the same provider.
+    Model(String),
+    /// `"enable_thinking": true|false`.
+    EnableFlag,
+    /// `"thinking": {"type": "enabled"|"disabled"}`.
+    TypeSwitch,
+    /// The model always thinks; nothing to send.
+    Always,
+}
+
+/// How requests to a model are shaped (`llm::shape`); all of it from the model table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shaping {
+    pub thinking: Option<Thinking>,
+    pub thinking_budget: Option<u32>,
+    /// Names from [`REJECTABLE`].
+    pub rejects: Vec<String>,
+    pub merge_same_role: bool,
+    pub include_usage: bool,
+}
+
+impl Default for Shaping {
+    fn default() -> Self {
+        Shaping {
+            thinking: None,
+            thinking_budget: None,
+            rejects: Vec::new(),
+            merge_same_role: false,
+            include_usage: true,
+        }
+    }
+}
+
+impl Shaping {
+    pub fn can_think(&self) -> bool {
+        self.thinking.is_some()
+    }
+
+    /// Thinking can be turned on and off (not a model that always thinks).
+    pub fn switchable(&self) -> bool {
+        self.can_think() && self.thinking != Some(Thinking::Always)
+    }
+
+    pub fn rejects(&self, parameter: &str) -> bool {
+        self.rejects.iter().any(|r| r == parameter)
+    }
 }
 
 /// A model a provider serves, with its price and output limit.
@@ -95,6 +170,7 @@ pub struct Model {
     pub max_output_tokens: u32,
     /// The context window: a prompt of more tokens than this is refused before sending.
     pub context_tokens: u32,
+    pub shaping: Shaping,
 }
 
 /// A usable provider: it has at least one key (or is the demo).
@@ -429,6 +505,7 @@ fn build_provider<'a>(
                 price: Price::new(price("input", &m.input)?, price("output", &m.output)?),
                 max_output_tokens: m.max_output_tokens,
                 context_tokens: m.context_tokens.max(m.max_output_tokens),
+                shaping: shaping(id, m)?,
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -455,6 +532,16 @@ fn build_provider<'a>(
         models,
         keys,
     };
+    for model in &provider.models {
+        if let Some(Thinking::Model(target)) = &model.shaping.thinking {
+            if provider.model(target).is_none() {
+                return Err(ConfigError::Parse(format!(
+                    "providers.{id} model {}: thinking names model {target:?}, which is not listed",
+                    model.id
+                )));
+            }
+        }
+    }
     if provider.model(&provider.default_model).is_none() {
         return Err(ConfigError::UnknownModel {
             provider: id.to_owned(),
@@ -506,8 +593,42 @@ fn free_models<'a>(id: &str, lookup: &impl Fn(&str) -> Option<&'a str>) -> Vec<M
             price: Price::FREE,
             max_output_tokens: 65535,
             context_tokens: 131_072,
+            shaping: Shaping::default(),
         })
         .collect()
+}
+
+/// A model's `thinking`, `thinking_budget`, `rejects`, `merge_same_role`, `include_usage`.
+fn shaping(provider: &str, m: &RawModel) -> Result<Shaping, ConfigError> {
+    let invalid =
+        |what: String| ConfigError::Parse(format!("providers.{provider} model {}: {what}", m.id));
+    let thinking = match m.thinking.as_deref() {
+        None => None,
+        Some("enable_thinking") => Some(Thinking::EnableFlag),
+        Some("thinking_type") => Some(Thinking::TypeSwitch),
+        Some("always") => Some(Thinking::Always),
+        Some(other) => match other.strip_prefix("model:") {
+            Some(target) if !target.is_empty() => Some(Thinking::Model(target.to_owned())),
+            _ => {
+                return Err(invalid(format!(
+                    "thinking = {other:?} is not one of \"model:<id>\", \"enable_thinking\", \"thinking_type\", \"always\""
+                )))
+            }
+        },
+    };
+    if let Some(bad) = m.rejects.iter().find(|r| !REJECTABLE.contains(&r.as_str())) {
+        return Err(invalid(format!(
+            "rejects names {bad:?}; known: {}",
+            REJECTABLE.join(", ")
+        )));
+    }
+    Ok(Shaping {
+        thinking,
+        thinking_budget: m.thinking_budget,
+        rejects: m.rejects.clone(),
+        merge_same_role: m.merge_same_role,
+        include_usage: m.include_usage,
+    })
 }
 
 fn env_number<'a, T: std::str::FromStr>(
@@ -643,6 +764,42 @@ pub(crate) mod tests {
             err(&[("QWEN_API_KEY", "k"), ("QWEN_BASE_URL", "ftp://x")]),
             ConfigError::Invalid { .. }
         ));
+    }
+
+    #[test]
+    fn the_model_table_says_how_to_shape_requests() {
+        let config = config(&[("DEEPSEEK_API_KEY", "k"), ("DOUBAO_API_KEY", "k")]).unwrap();
+        let deepseek = config.provider("deepseek").unwrap();
+        let chat = deepseek.model("deepseek-chat").unwrap().shaping;
+        assert_eq!(
+            chat.thinking,
+            Some(Thinking::Model("deepseek-reasoner".into()))
+        );
+        assert!(chat.include_usage && !chat.merge_same_role && chat.rejects.is_empty());
+        let reasoner = deepseek.model("deepseek-reasoner").unwrap().shaping;
+        assert_eq!(reasoner.thinking, Some(Thinking::Always));
+        assert!(reasoner.merge_same_role && reasoner.rejects("top_p"));
+        let doubao = config.provider("doubao").unwrap();
+        let flash = &doubao.models[0].shaping;
+        assert_eq!(flash.thinking, Some(Thinking::TypeSwitch));
+
+        let with = |row: &str| {
+            let text = SETTINGS.replace(
+                r#"{ id = "hunyuan-lite", input = "0", output = "0","#,
+                &format!(r#"{{ id = "hunyuan-lite", input = "0", output = "0", {row},"#),
+            );
+            LlmConfig::from_parts(&text, [("HUNYUAN_API_KEY", "k")])
+        };
+        assert!(with(r#"thinking = "enable_thinking", thinking_budget = 1024"#).is_ok());
+        for bad in [
+            r#"thinking = "yes""#,
+            r#"thinking = "model:""#,
+            r#"thinking = "model:hunyuan-pro""#,
+            r#"rejects = ["logprobs"]"#,
+            r#"thinking_budget = -1"#,
+        ] {
+            assert!(matches!(with(bad), Err(ConfigError::Parse(_))), "{bad}");
+        }
     }
 
     fn config_err(vars: &[(&str, &str)]) -> ConfigError {

@@ -495,12 +495,14 @@ mod tests {
                 price: Price::new(2_000_000, 3_000_000),
                 max_output_tokens: 100,
                 context_tokens: 1000,
+                shaping: Default::default(),
             },
             messages: vec![],
             temperature: 0.8,
             top_p: None,
             max_tokens: 100,
             seed: None,
+            thinking: None,
             prompt_tokens: 7,
         };
         Session::new(&job)

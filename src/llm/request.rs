@@ -1,7 +1,7 @@
 //! From a client's request body to a [`ChatJob`] the client can run: parsed, checked
 //! against the configuration, defaults filled in. Every refusal names the problem.
 
-use super::config::{LlmConfig, Model, Provider};
+use super::config::{LlmConfig, Model, Provider, Thinking};
 use crate::protocol::{ChatMessage, ChatRequest, Rejection};
 
 /// A validated request, ready to send.
@@ -15,6 +15,9 @@ pub struct ChatJob {
     pub top_p: Option<f32>,
     pub max_tokens: u32,
     pub seed: Option<i64>,
+    /// 深度思考 as asked; `None` leaves the model's default. When thinking means another
+    /// model (DeepSeek), `model` is already that model, so its price and limits apply.
+    pub thinking: Option<bool>,
     /// Our tiktoken count of the prompt, made once (off the async workers).
     pub prompt_tokens: u32,
 }
@@ -72,6 +75,7 @@ pub fn parse_body(bytes: &[u8]) -> Result<ChatRequest, Rejection> {
 pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Rejection> {
     check_messages(&request.messages, config.limits.max_messages)?;
     let (provider, model) = pick_model(config, &request)?;
+    let model = thinking_model(provider, model, request.thinking)?;
     let temperature = request.temperature.unwrap_or(config.defaults.temperature);
     check_sampling(temperature, request.top_p)?;
     let max_tokens = max_tokens(request.max_tokens, config.defaults.max_tokens, &model)?;
@@ -84,6 +88,7 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         top_p: request.top_p,
         max_tokens,
         seed: request.seed.or(config.defaults.seed),
+        thinking: request.thinking,
         prompt_tokens: 0,
     })
 }
@@ -141,6 +146,32 @@ fn pick_model<'c>(
         return Err(reject("unknown_model", Some("model".into()), message));
     };
     Ok((provider, model))
+}
+
+/// Refuses 深度思考 for a model that cannot think; when thinking means another model of
+/// the provider (`thinking = "model:<id>"`), that model.
+fn thinking_model(
+    provider: &Provider,
+    model: Model,
+    thinking: Option<bool>,
+) -> Result<Model, Rejection> {
+    if thinking != Some(true) {
+        return Ok(model);
+    }
+    match &model.shaping.thinking {
+        None => Err(reject(
+            "thinking_unsupported",
+            Some("thinking".into()),
+            format!(
+                "模型 {} 不支持深度思考，请关闭深度思考或换用其他模型",
+                model.id
+            ),
+        )),
+        Some(Thinking::Model(target)) => Ok(provider
+            .model(target)
+            .expect("config checks that a thinking model is listed")),
+        Some(_) => Ok(model),
+    }
 }
 
 fn check_sampling(temperature: f32, top_p: Option<f32>) -> Result<(), Rejection> {

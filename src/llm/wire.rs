@@ -7,28 +7,50 @@
 //! cumulatively on every chunk (SiliconFlow: the last one wins, never a sum); extra fields
 //! (`note`, `obfuscation`, `service_tier`, …) are ignored. No strict enums.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ChatMessage;
 
-/// The body of `POST {base_url}/chat/completions`.
+/// The body of `POST {base_url}/chat/completions`, as `llm::shape::request_body` builds
+/// it: every optional field left out when unset (a model may reject it).
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct ChatCompletionRequest<'a> {
     pub model: &'a str,
-    pub messages: &'a [ChatMessage],
+    pub messages: Cow<'a, [ChatMessage]>,
     pub stream: bool,
-    pub temperature: f32,
-    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
-    pub stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// DashScope and SiliconFlow (Qwen3 and other hybrid models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_thinking: Option<bool>,
+    /// Volcengine Ark (Doubao): `{"type": "enabled" | "disabled"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingSwitch>,
+    /// The most reasoning tokens, where the provider takes a budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_budget: Option<u32>,
 }
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq)]
 pub struct StreamOptions {
     pub include_usage: bool,
+}
+
+/// Ark's `thinking` object.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct ThinkingSwitch {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
 }
 
 /// Token counts as a provider reports them.
@@ -279,15 +301,18 @@ mod tests {
         }];
         let body = ChatCompletionRequest {
             model: "m",
-            messages: &messages,
+            messages: Cow::Borrowed(&messages),
             stream: true,
-            temperature: 0.8,
-            max_tokens: 65535,
+            temperature: Some(0.8),
+            max_tokens: Some(65535),
             top_p: None,
             seed: None,
-            stream_options: StreamOptions {
+            stream_options: Some(StreamOptions {
                 include_usage: true,
-            },
+            }),
+            enable_thinking: None,
+            thinking: None,
+            thinking_budget: None,
         };
         assert_eq!(
             serde_json::to_string(&body).unwrap(),

@@ -5,4 +5,5 @@ mod support;
 mod abuse;
 mod chat_sse;
 mod router;
+mod shaping;
 mod team;

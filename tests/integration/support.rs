@@ -64,7 +64,8 @@ pub struct Harness {
     served: Option<JoinHandle<()>>,
 }
 
-/// Extra environment on top of the harness defaults (short timeouts and backoff).
+/// Extra environment on top of the harness defaults (short timeouts and backoff); `{fake}`
+/// in a value stands for the fake upstream's base URL.
 pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
     harness_on(test_store().await, keys, extra).await
 }
@@ -91,7 +92,12 @@ pub async fn harness_on(store: Store, keys: &[&str], extra: &[(&str, &str)]) -> 
         ("LLM_RETRY_MAX_MS", "200"),
     ];
     vars.extend(key_vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    vars.extend_from_slice(extra);
+    // `{fake}` in a value is this fake's base URL (to let it play another provider).
+    let extra: Vec<(&str, String)> = extra
+        .iter()
+        .map(|(k, v)| (*k, v.replace("{fake}", &base_url)))
+        .collect();
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
     let state =
         AppState::new(leptos_options(), llm_config(&vars), store).expect("HTTP client builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
