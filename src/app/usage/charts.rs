@@ -127,13 +127,7 @@ pub(crate) fn stacked_bars(x_labels: &[String], series: &[Series], unit: Unit) -
             .map(|i| series.iter().map(|s| value(s, i)).sum())
             .collect();
         let max = axis_max(totals.iter().copied());
-        let mut chart = ChartBuilder::on(area)
-            .margin_top(6)
-            .margin_right(12)
-            .x_label_area_size(26)
-            .y_label_area_size(y_label_width(unit, max))
-            .build_cartesian_2d(0.0..n as f64, 0.0..max)?;
-        mesh(&mut chart, unit, max)?;
+        let mut chart = day_chart(area, n, unit, max)?;
         let mut bottoms = vec![0.0; n];
         for s in series {
             let bars = (0..n).filter(|&i| value(s, i) > 0.0).map(|i| {
@@ -155,13 +149,7 @@ pub(crate) fn lines(x_labels: &[String], series: &[Series], unit: Unit) -> Strin
     render(series, HEIGHT, |root, area| {
         let n = x_labels.len().max(1);
         let max = axis_max(series.iter().flat_map(|s| s.values.iter().copied()));
-        let mut chart = ChartBuilder::on(area)
-            .margin_top(6)
-            .margin_right(12)
-            .x_label_area_size(26)
-            .y_label_area_size(y_label_width(unit, max))
-            .build_cartesian_2d(0.0..n as f64, 0.0..max)?;
-        mesh(&mut chart, unit, max)?;
+        let mut chart = day_chart(area, n, unit, max)?;
         for s in series {
             let points = (0..n).map(|i| (i as f64 + 0.5, value(s, i)));
             chart.draw_series(LineSeries::new(points, s.color.stroke_width(2)).point_size(3))?;
@@ -281,6 +269,23 @@ fn legend(root: &Area<'_>, series: &[Series]) -> Result<u32, Box<dyn std::error:
 }
 
 /// The y grid and its labels; the x axis line without labels (see [`day_labels`]).
+/// The axes of a per-day chart: `days` columns, 0..`max` in `unit`, with its grid.
+fn day_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    days: usize,
+    unit: Unit,
+    max: f64,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error + 'static>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(6)
+        .margin_right(12)
+        .x_label_area_size(26)
+        .y_label_area_size(y_label_width(unit, max))
+        .build_cartesian_2d(0.0..days as f64, 0.0..max)?;
+    mesh(&mut chart, unit, max)?;
+    Ok(chart)
+}
+
 fn mesh(chart: &mut Chart<'_, '_>, unit: Unit, max: f64) -> DrawResult {
     chart
         .configure_mesh()
