@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, and nothing that is already there. Idempotent.
 #   scripts/setup.sh          the build tools: wasm32 target, cargo-leptos, wasm-bindgen CLI
-#   scripts/setup.sh --test   also Chromium (Debian package) and the end2end npm packages
+#   scripts/setup.sh --test   also Chromium, Postgres, Redis and nginx (Debian packages) and
+#                             the end2end npm packages
 #   scripts/setup.sh --release also wasm-opt (the npm `binaryen` package) for release builds
 # Everything comes from the package registries (crates.io, npm, Debian); nothing is
 # downloaded from elsewhere, so cargo-leptos is built with its `no_downloads` feature.
@@ -65,12 +66,18 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   quick_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked
 fi
 
+# The package lists are refreshed once per run, on the first install.
+apt_updated=false
 apt_install() {
-  if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
   fi
+  if ! $apt_updated; then
+    "${sudo[@]}" apt-get update -qq
+    apt_updated=true
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
 if $want_test || $want_release; then
@@ -84,11 +91,27 @@ if $want_test || $want_release; then
   fi
 fi
 
-if $want_test && { [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei" || ! fc-list 2>/dev/null | grep -qi "Noto Color Emoji" || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; }; then
-  # postgresql: the throwaway server of the store tests (scripts/postgres.sh); its own
-  # cluster service is not used.
-  say "installing Chromium, a Chinese font and Postgres (Debian packages)"
-  apt_install chromium fonts-wqy-microhei fonts-noto-color-emoji postgresql
+if $want_test; then
+  # Only the missing packages, in one apt-get run (one `apt-get update`, none when
+  # nothing is missing).
+  # postgresql, redis-server, nginx: the throwaway services of the tests
+  # (scripts/postgres.sh, scripts/redis.sh, scripts/nginx.sh); the packages' own
+  # services are not used.
+  missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # grep without -q: with -q it stops at the first match, fc-list may die of SIGPIPE, and
+  # pipefail would call the font missing.
+  fc-list 2>/dev/null | grep -i "WenQuanYi Micro Hei" >/dev/null || missing+=(fonts-wqy-microhei)
+  fc-list 2>/dev/null | grep -i "Noto Color Emoji" >/dev/null || missing+=(fonts-noto-color-emoji)
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql)
+  [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+  # redis-cli, which scripts/redis.sh needs too (redis-server depends on it anyway).
+  [ -x /usr/bin/redis-cli ] || missing+=(redis-tools)
+  [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (Debian packages)"
+    apt_install "${missing[@]}"
+  fi
 fi
 
 say "ready"

@@ -163,7 +163,9 @@ pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
         .await
         .map(|axum::Extension(caller)| caller)
         .unwrap_or(crate::server::auth::Caller::Open);
-    let mut frames = match crate::server::billing::start(&state, &caller, job).await {
+    // One-shot: the request's connection is the only reader, and nothing resumes it.
+    let control = crate::llm::Control::unstoppable(state.shutdown_signal());
+    let mut frames = match crate::server::billing::start(&state, &caller, job, control).await {
         Ok(frames) => frames,
         Err(turned) => {
             response.set_status(turned.status);

@@ -14,6 +14,7 @@ pub mod security;
 pub mod serve;
 mod shutdown;
 mod state;
+pub(crate) mod streams;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("REDIS_URL: cannot connect: {0}")]
+    Redis(String),
     #[error("cannot start the offline demo model: {0}")]
     Demo(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
@@ -93,6 +96,19 @@ pub async fn run() -> Result<(), StartError> {
     crate::llm::tokens::warm_up();
     let mut state = AppState::new(leptos_options, llm, store.clone())?;
     state.record_ledger = std::env::var("STREAMAI_LEDGER").map_or(true, |v| v.trim() != "off");
+    if let Some(url) = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        state = state
+            .with_redis(url.trim())
+            .await
+            .map_err(StartError::Redis)?;
+    }
+    tracing::info!(
+        streams = state.streams.kind(),
+        "answers are logged for resuming"
+    );
     let app = routes::router(state.clone());
 
     let listener = tokio::net::TcpListener::bind(addr)

@@ -18,6 +18,7 @@ use super::error::LlmError;
 use super::keys::{key_id, KeyRing, NoKey};
 use super::request::{self, ChatJob};
 use super::retry::retry_after;
+use super::shared::SharedRests;
 use super::upstream::UpstreamStream;
 use super::wire;
 use crate::protocol::{ChatRequest, Rejection};
@@ -29,6 +30,8 @@ pub struct LlmClient {
     http: reqwest::Client,
     config: Arc<LlmConfig>,
     rings: HashMap<String, KeyRing>,
+    /// Key rests shared with other instances (`REDIS_URL`).
+    shared: std::sync::OnceLock<SharedRests>,
 }
 
 /// A provider stream that has produced its first text (or finished without any); the
@@ -48,13 +51,22 @@ impl LlmClient {
         let rings = config
             .providers
             .iter()
-            .map(|p| (p.id.clone(), KeyRing::new(p.keys.clone())))
+            .map(|p| (p.id.clone(), KeyRing::named(&p.id, p.keys.clone())))
             .collect();
         Ok(LlmClient {
             http,
             config,
             rings,
+            shared: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shares key rests (429 cooldowns, parked keys) through the Redis at `url` with
+    /// every instance that names it.
+    pub async fn share_rests(&self, url: &str) -> Result<(), redis::RedisError> {
+        let shared = SharedRests::connect(url).await?;
+        let _ = self.shared.set(shared);
+        Ok(())
     }
 
     pub fn config(&self) -> &LlmConfig {
@@ -142,6 +154,9 @@ impl LlmClient {
 
     /// One attempt: a key, the request, and reading up to the first text.
     async fn try_open(&self, job: &ChatJob, ring: &KeyRing) -> Result<Opened, LlmError> {
+        if let Some(shared) = self.shared.get() {
+            ring.apply_rests(&shared.pull(ring.rest_names()).await);
+        }
         let now = Instant::now();
         let key = match ring.acquire(now) {
             Ok(key) => key,
@@ -176,7 +191,11 @@ impl LlmClient {
                 Ok(Ok(text)) => text,
                 Err(_) => String::new(),
             };
-            return Err(self.classify(status, &headers, &text, ring, key));
+            let err = self.classify(status, &headers, &text, ring, key);
+            if let Some(shared) = self.shared.get() {
+                shared.push(ring.rests_of(key)).await;
+            }
+            return Err(err);
         }
 
         let mut body = UpstreamStream::new(response);

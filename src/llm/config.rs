@@ -65,6 +65,24 @@ struct RawLimits {
     finish_grace_ms: u64,
     #[serde(default)]
     allowed_hosts: Vec<String>,
+    #[serde(default = "default_idle_reader_secs")]
+    idle_reader_secs: u64,
+    #[serde(default = "default_resume_keep_secs")]
+    resume_keep_secs: u64,
+    #[serde(default = "default_resume_max_frames")]
+    resume_max_frames: usize,
+}
+
+fn default_idle_reader_secs() -> u64 {
+    30
+}
+
+fn default_resume_keep_secs() -> u64 {
+    300
+}
+
+fn default_resume_max_frames() -> usize {
+    100_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +254,12 @@ pub struct Limits {
     pub finish_grace: Duration,
     /// When non-empty, requests must name one of these in `Host` (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// An answer nobody has read for this long is stopped (its upstream cancelled).
+    pub idle_reader: Duration,
+    /// How long an answer's frames stay readable (resumable) after it ends.
+    pub resume_keep: Duration,
+    /// Frames kept per answer; a resume from before the oldest kept one is refused.
+    pub resume_max_frames: usize,
 }
 
 /// The validated configuration.
@@ -479,6 +503,10 @@ fn limits<'a>(
             raw.finish_grace_ms,
         )?),
         allowed_hosts,
+        idle_reader: secs("STREAMAI_IDLE_READER_SECS", raw.idle_reader_secs)?,
+        resume_keep: secs("STREAMAI_RESUME_KEEP_SECS", raw.resume_keep_secs)?,
+        resume_max_frames: env_number(lookup, "STREAMAI_RESUME_MAX_FRAMES", raw.resume_max_frames)?
+            .max(16),
     })
 }
 

@@ -30,6 +30,9 @@ pub struct KeyRing {
     keys: Vec<ProviderKey>,
     /// Per key: the index of its account in `RingState::account_cooling`.
     account_of: Vec<usize>,
+    /// The names of the rests other instances share (`REDIS_URL`): one per account,
+    /// then one per key ([`KeyRing::rest_names`]).
+    rest_names: Vec<String>,
     state: Mutex<RingState>,
 }
 
@@ -61,8 +64,17 @@ pub fn key_id(index: usize) -> String {
     format!("key#{}", index + 1)
 }
 
+/// A key's name outside this process: the first 64 bits of its SHA-256, in hex. The
+/// same on every instance, whatever the keys' order; the key cannot be recovered from it.
+fn fingerprint(key: &ProviderKey) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.secret.expose_secret().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl KeyRing {
-    pub fn new(keys: Vec<ProviderKey>) -> Self {
+    /// The ring of `provider`'s keys (the provider names its accounts' shared rests).
+    pub fn named(provider: &str, keys: Vec<ProviderKey>) -> Self {
         let mut accounts: Vec<&str> = Vec::new();
         let account_of = keys
             .iter()
@@ -76,6 +88,14 @@ impl KeyRing {
                 },
             )
             .collect();
+        let rest_names = accounts
+            .iter()
+            .map(|account| format!("streamai:rest:account:{provider}:{account}"))
+            .chain(
+                keys.iter()
+                    .map(|key| format!("streamai:rest:key:{}", fingerprint(key))),
+            )
+            .collect();
         let state = RingState {
             next: 0,
             parked_until: vec![None; keys.len()],
@@ -84,8 +104,48 @@ impl KeyRing {
         KeyRing {
             keys,
             account_of,
+            rest_names,
             state: Mutex::new(state),
         }
+    }
+
+    /// Names under which rests are shared: every account's cooldown, then every key's
+    /// parking, in that order.
+    pub(crate) fn rest_names(&self) -> &[String] {
+        &self.rest_names
+    }
+
+    /// Applies rests recorded elsewhere, one per [`KeyRing::rest_names`] entry. A rest
+    /// never shortens a longer one.
+    pub(crate) fn apply_rests(&self, untils: &[Option<Instant>]) {
+        let mut state = self.lock();
+        let accounts = state.account_cooling.len();
+        for (index, until) in untils.iter().enumerate() {
+            let Some(until) = *until else { continue };
+            let slot = match index.checked_sub(accounts) {
+                None => &mut state.account_cooling[index],
+                Some(key) if key < self.keys.len() => &mut state.parked_until[key],
+                Some(_) => continue,
+            };
+            *slot = Some(slot.map_or(until, |current| current.max(until)));
+        }
+    }
+
+    /// The rests touching key `index` to share after a refusal: its account's cooldown
+    /// and the parking of every key of that account.
+    pub(crate) fn rests_of(&self, index: usize) -> Vec<(String, Instant)> {
+        let state = self.lock();
+        let account = self.account_of[index];
+        let accounts = state.account_cooling.len();
+        let cooling = state.account_cooling[account].map(|until| (account, until));
+        let parked = (0..self.keys.len())
+            .filter(|&key| self.account_of[key] == account)
+            .filter_map(|key| state.parked_until[key].map(|until| (accounts + key, until)));
+        cooling
+            .into_iter()
+            .chain(parked)
+            .map(|(name, until)| (self.rest_names[name].clone(), until))
+            .collect()
     }
 
     /// The next usable key in round-robin order, skipping parked keys and keys whose
@@ -195,7 +255,7 @@ mod tests {
     }
 
     fn ring(accounts: &str) -> KeyRing {
-        KeyRing::new(keys(accounts))
+        KeyRing::named("p", keys(accounts))
     }
 
     fn take(ring: &KeyRing, now: Instant, n: usize) -> Vec<usize> {
@@ -254,6 +314,41 @@ mod tests {
         let now = Instant::now();
         ring.park_account(1, now + Duration::from_secs(300));
         assert_eq!(take(&ring, now, 2), [2, 2]);
+    }
+
+    #[test]
+    fn rests_travel_by_name_between_rings_of_the_same_keys() {
+        let here = KeyRing::named("p", keys("aab"));
+        let there = KeyRing::named("p", keys("aab"));
+        assert_eq!(here.rest_names(), there.rest_names());
+        assert_eq!(here.rest_names().len(), 2 + 3);
+        assert!(here.rest_names().iter().all(|n| !n.contains("sk-test")));
+        let now = Instant::now();
+        here.cool_account(1, now + Duration::from_secs(5));
+        here.park_key(2, now + Duration::from_secs(300));
+        let shared = here.rests_of(0);
+        assert_eq!(
+            shared,
+            [(here.rest_names()[0].clone(), now + Duration::from_secs(5))]
+        );
+        // What another instance reads back, by name.
+        let untils: Vec<Option<Instant>> = there
+            .rest_names()
+            .iter()
+            .map(|name| {
+                let mut all = here.rests_of(0);
+                all.extend(here.rests_of(2));
+                all.into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, until)| until)
+            })
+            .collect();
+        there.apply_rests(&untils);
+        assert_eq!(
+            there.acquire(now),
+            Err(NoKey::CoolingUntil(now + Duration::from_secs(5)))
+        );
+        assert_eq!(take(&there, now + Duration::from_secs(5), 2), [0, 1]);
     }
 
     #[test]

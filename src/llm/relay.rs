@@ -2,16 +2,16 @@
 //! relay its text as frames, numbering them, timing them, and counting tokens and cost.
 //!
 //! Invariants: `start` is the first frame; exactly one `done` or `error` is the last;
-//! once any text has been sent nothing is retried; when the browser goes away
-//! (the frame receiver is dropped) the task ends at once, dropping the provider
-//! connection, and logs the partial usage.
+//! once any text has been sent nothing is retried; a stop ([`Control::stop`]) ends the
+//! answer with a `done` frame whose `finish_reason` is `stopped`, billed for what was
+//! generated; when the frame receiver is dropped the task ends at once, dropping the
+//! provider connection, and logs the partial usage.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::error::SendTimeoutError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -57,22 +57,44 @@ pub enum Ended {
     Stopped,
 }
 
+/// What the caller holds of a running chat besides its frames.
+pub struct Control {
+    /// The chat's id, sent in the `start` frame ([`chat_id`]).
+    pub id: String,
+    pub shutdown: Shutdown,
+    /// Becomes `true` to stop the answer: it ends with a `done` frame whose
+    /// `finish_reason` is `stopped`, billed for what was generated.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Control {
+    /// A chat with a fresh id that only shutdown or a dropped stream can end.
+    pub fn unstoppable(shutdown: Shutdown) -> Control {
+        let (_, stop) = watch::channel(false);
+        Control {
+            id: chat_id(),
+            shutdown,
+            stop,
+        }
+    }
+}
+
 impl LlmClient {
     /// Starts a streaming chat. The provider call runs in its own task, which stops —
     /// dropping the upstream connection — as soon as the returned stream is dropped.
     pub fn stream(self: &Arc<Self>, job: ChatJob, shutdown: Shutdown) -> FrameStream {
-        self.stream_reported(job, shutdown).0
+        self.stream_reported(job, Control::unstoppable(shutdown)).0
     }
 
-    /// [`Self::stream`], with the chat's [`Report`] delivered when it ends.
+    /// [`Self::stream`] under `control`, with the chat's [`Report`] delivered when it ends.
     pub fn stream_reported(
         self: &Arc<Self>,
         job: ChatJob,
-        shutdown: Shutdown,
+        control: Control,
     ) -> (FrameStream, oneshot::Receiver<Report>) {
         let (tx, rx) = mpsc::channel(64);
         let (report_tx, report_rx) = oneshot::channel();
-        tokio::spawn(run(self.clone(), job, tx, report_tx, shutdown));
+        tokio::spawn(run(self.clone(), job, tx, report_tx, control));
         let frames = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|frame| (frame, rx))
         });
@@ -86,9 +108,9 @@ async fn run(
     job: ChatJob,
     tx: mpsc::Sender<Frame>,
     report_to: oneshot::Sender<Report>,
-    shutdown: Shutdown,
+    control: Control,
 ) {
-    let id = next_id();
+    let id = control.id.clone();
     let span = tracing::info_span!(
         "chat",
         %id,
@@ -105,20 +127,19 @@ async fn run(
         cost = Empty,
         outcome = Empty,
     );
-    let report = relay(client, job, id, tx, shutdown).instrument(span).await;
+    let report = relay(client, job, tx, control).instrument(span).await;
     let _ = report_to.send(report);
 }
 
 async fn relay(
     client: Arc<LlmClient>,
     job: ChatJob,
-    id: String,
     tx: mpsc::Sender<Frame>,
-    mut shutdown: Shutdown,
+    mut control: Control,
 ) -> Report {
     let mut session = Session::new(&job);
     let start = Frame::Start {
-        id,
+        id: control.id.clone(),
         provider: job.provider.clone(),
         model: job.model.id.clone(),
         prompt_tokens: session.prompt_estimate,
@@ -126,8 +147,9 @@ async fn relay(
     if tx.send(start).await.is_err() {
         return session.cancelled();
     }
-    match drive(&client, &job, &mut session, &tx, &mut shutdown).await {
-        End::Finished => session.done(&tx).await,
+    match drive(&client, &job, &mut session, &tx, &mut control).await {
+        End::Finished => session.done(&tx, None).await,
+        End::Stopped => session.done(&tx, Some(STOPPED)).await,
         End::Failed(err) => session.fail(&client, &job, &tx, err).await,
         End::ClientGone => session.cancelled(),
     }
@@ -138,9 +160,14 @@ enum End {
     /// `[DONE]`, or the body ended (or fell silent) after a `finish_reason`.
     Finished,
     Failed(LlmError),
-    /// The browser went away or stopped reading.
+    /// Stopped on request ([`Control::stop`]).
+    Stopped,
+    /// The frame receiver went away or stopped reading.
     ClientGone,
 }
+
+/// The `finish_reason` of an answer stopped on request.
+pub const STOPPED: &str = "stopped";
 
 /// Opens the provider stream and relays it into `session` until it ends.
 async fn drive(
@@ -148,13 +175,14 @@ async fn drive(
     job: &ChatJob,
     session: &mut Session,
     tx: &mpsc::Sender<Frame>,
-    shutdown: &mut Shutdown,
+    control: &mut Control,
 ) -> End {
     let config = client.config();
     let limits = &config.limits;
     let mut stops = Stops {
         tx,
-        shutdown,
+        shutdown: &mut control.shutdown,
+        stop: &mut control.stop,
         deadline: later(session.started, limits.max_stream),
         cap: limits.max_stream,
     };
@@ -205,10 +233,12 @@ async fn drive(
     }
 }
 
-/// What ends a chat from outside: the browser leaving, shutdown, the total time cap.
+/// What ends a chat from outside: a stop, the receiver leaving, shutdown, the total
+/// time cap.
 struct Stops<'a> {
     tx: &'a mpsc::Sender<Frame>,
     shutdown: &'a mut Shutdown,
+    stop: &'a mut watch::Receiver<bool>,
     deadline: Instant,
     cap: Duration,
 }
@@ -219,7 +249,8 @@ impl Stops<'_> {
         tokio::select! {
             biased;
             () = self.tx.closed() => Err(End::ClientGone),
-            () = shutdown_requested(self.shutdown) => Err(End::Failed(LlmError::Shutdown)),
+            () = flipped(self.stop) => Err(End::Stopped),
+            () = flipped(self.shutdown) => Err(End::Failed(LlmError::Shutdown)),
             () = tokio::time::sleep_until(self.deadline) => {
                 Err(End::Failed(LlmError::TooLong(self.cap.as_secs())))
             }
@@ -343,22 +374,27 @@ impl Session {
         usage
     }
 
-    async fn done(self, tx: &mpsc::Sender<Frame>) -> Report {
+    /// Ends the answer with `done`: finished by the provider, or `stopped` on request.
+    async fn done(self, tx: &mpsc::Sender<Frame>, stopped: Option<&str>) -> Report {
         let usage = self.usage();
         let cost = self.price.cost(&usage);
-        let finish_reason = self
-            .finish_reason
-            .clone()
+        let finish_reason = stopped
+            .map(str::to_owned)
+            .or_else(|| self.finish_reason.clone())
             .unwrap_or_else(|| "stop".to_owned());
+        let (outcome, ended) = match stopped {
+            Some(_) => ("stopped", Ended::Stopped),
+            None => ("done", Ended::Done),
+        };
         let span = tracing::Span::current();
         span.record("cost", cost.total.as_str());
-        span.record("outcome", "done");
+        span.record("outcome", outcome);
         tracing::info!(
             finish_reason,
             total_ms = millis(self.started.elapsed()),
-            "chat finished"
+            "chat {outcome}"
         );
-        let report = self.report(Ended::Done, usage.clone());
+        let report = self.report(ended, usage.clone());
         let frame = Frame::Done {
             finish_reason,
             usage,
@@ -465,20 +501,23 @@ fn announce_retry(tx: &mpsc::Sender<Frame>, wait: RetryWait) {
     });
 }
 
-/// Resolves once shutdown has been requested; never, if it cannot be any more.
-async fn shutdown_requested(shutdown: &mut Shutdown) {
-    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+/// Resolves once `flag` (shutdown, stop) is `true`; never, if it cannot be any more.
+async fn flipped(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|on| *on).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
 
-/// `chat-<unix ms in hex>-<counter>`: unique within a process, sortable by time.
-fn next_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// A new chat id, `chat-<unix ms, hex>-<128 random bits, hex>`: sortable by time, and
+/// unguessable, since the id alone lets a reader resume the answer.
+pub fn chat_id() -> String {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    format!("chat-{ms:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("chat-{ms:x}-{random}")
 }
 
 #[cfg(test)]

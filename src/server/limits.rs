@@ -6,8 +6,10 @@
 //!   is read here, whole, under the same cap (a chunked body that grows past it gets
 //!   `413`) and within `body_read_timeout` (`408`), and handed on in memory.
 //! - [`cap_streams`]: at most `max_streams` answers at once (the SSE endpoint and the
-//!   `chat` server function); the slot is held until the response body ends or is
-//!   dropped, and a request beyond the cap gets `503` with `Retry-After`.
+//!   `chat` server function); an SSE answer's slot goes with the answer ([`StreamSlot`]:
+//!   it runs detached from the connection), the server function's is held until its
+//!   response body ends or is dropped; a request beyond the cap gets `503` with
+//!   `Retry-After`.
 //!
 //! Every refusal is the contract's `RejectBody` JSON with a Chinese message naming the limit.
 //! The body is read before a stream slot is taken, so slow uploads cannot hold slots.
@@ -193,10 +195,22 @@ impl IntoResponse for StreamsFull {
     }
 }
 
-/// Middleware: answers need a slot, held until the response body is done.
+/// An SSE answer's slot, handed to the handler in the request's extensions: the answer
+/// holds it until it ends, whatever happens to the connection.
+#[derive(Clone)]
+pub(crate) struct StreamSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl StreamSlot {
+    pub(crate) fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Middleware: answers need a slot, held by the answer (SSE) or until the response body
+/// is done (the server function).
 pub(crate) async fn cap_streams(
     State(slots): State<StreamSlots>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if !is_answer(&request) {
@@ -206,6 +220,11 @@ pub(crate) async fn cap_streams(
         tracing::warn!(max = slots.max, "stream cap reached: 503");
         return StreamsFull { max: slots.max }.into_response();
     };
+    if request.uri().path() == STREAM_PATH {
+        let slot = StreamSlot(Arc::new(std::sync::Mutex::new(Some(slot))));
+        request.extensions_mut().insert(slot);
+        return next.run(request).await;
+    }
     next.run(request).await.map(|body| {
         Body::new(Holding {
             body,

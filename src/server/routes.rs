@@ -3,7 +3,7 @@
 //! layer: it would buffer the event stream.
 
 use axum::middleware::from_fn_with_state;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower_http::trace::TraceLayer;
@@ -19,6 +19,8 @@ pub fn router(state: AppState) -> Router {
     let limits = state.llm.config().limits.clone();
     Router::new()
         .route(STREAM_PATH, post(chat_sse::chat_stream))
+        .route(&format!("{STREAM_PATH}/{{id}}"), get(chat_sse::resume))
+        .route(&format!("{STREAM_PATH}/{{id}}/stop"), post(chat_sse::stop))
         .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(from_fn_with_state(StreamSlots::new(&limits), cap_streams))

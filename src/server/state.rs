@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use tokio::sync::watch;
 
+use super::streams::{LogLimits, Streams};
 use crate::llm::{LlmClient, LlmConfig, Shutdown};
 use crate::store::{LedgerWriter, Store};
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub ledger: LedgerWriter,
     /// `STREAMAI_LEDGER=off` (benchmarks only): chats are still budgeted, but no rows.
     pub record_ledger: bool,
+    /// Where answers' frames are logged for their readers (memory, or Redis).
+    pub(crate) streams: Streams,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
@@ -29,14 +32,17 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    /// Needs a Tokio runtime (the ledger writer is a task).
+    /// Needs a Tokio runtime (the ledger writer is a task). Answers are logged in memory
+    /// ([`AppState::with_redis`] shares them).
     pub fn new(
         leptos_options: LeptosOptions,
         llm: LlmConfig,
         store: Store,
     ) -> Result<Self, reqwest::Error> {
         let (shutdown, _) = watch::channel(false);
+        let streams = Streams::memory(LogLimits::from(&llm.limits));
         Ok(AppState {
+            streams,
             leptos_options,
             llm: Arc::new(LlmClient::new(Arc::new(llm))?),
             ledger: store.ledger_writer(),
@@ -44,6 +50,17 @@ impl AppState {
             store,
             shutdown: Arc::new(shutdown),
         })
+    }
+
+    /// Logs answers in the Redis at `url`, where every instance naming it reads them,
+    /// and shares key rests (429 cooldowns, parked keys) there.
+    pub async fn with_redis(mut self, url: &str) -> Result<Self, String> {
+        let limits = LogLimits::from(&self.llm.config().limits);
+        self.streams = Streams::redis(url, limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.llm.share_rests(url).await.map_err(|e| e.to_string())?;
+        Ok(self)
     }
 
     /// A receiver that flips when the server begins to shut down.

@@ -4,6 +4,8 @@ mod support;
 
 mod abuse;
 mod chat_sse;
+mod cuts;
+mod resume;
 mod router;
 mod shaping;
 mod team;

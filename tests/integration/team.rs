@@ -233,7 +233,7 @@ async fn ledger_rows_are_exact_for_done_error_stop_and_refusal() {
     );
 }
 
-/// Starts a slow answer, reads a little of it, and hangs up.
+/// Starts a slow answer, reads a little of it, and stops it.
 async fn stop_mid_answer(h: &Harness, code: &str) {
     let mut response = h
         .raw_client()
@@ -249,8 +249,23 @@ async fn stop_mid_answer(h: &Harness, code: &str) {
         let bytes = response.chunk().await.unwrap().expect("the answer streams");
         seen.push_str(&String::from_utf8_lossy(&bytes));
     }
-    drop(response);
-    // The relay notices, reports, and the settle task records the row.
+    let id = seen
+        .split('"')
+        .find(|part| part.starts_with("chat-"))
+        .expect("the start frame names the answer");
+    let stopped = h
+        .raw_client()
+        .post(h.url(&format!("/api/chat/stream/{id}/stop")))
+        .header("content-type", "application/json")
+        .bearer_auth(code)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    let rest = response.text().await.unwrap();
+    assert!(rest.contains("\"finish_reason\":\"stopped\""), "{rest}");
+    // The relay reports, and the settle task records the row.
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let open = h.state.store.open_reservations(None).await.unwrap();

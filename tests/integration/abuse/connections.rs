@@ -281,7 +281,12 @@ async fn connections_over_the_cap_get_503_at_once_and_the_server_recovers() {
 
 #[tokio::test]
 async fn answers_over_the_stream_cap_get_503_with_retry_after() {
-    let h = harness(&[KEY], &[("STREAMAI_MAX_STREAMS", "2")]).await;
+    // An answer holds its slot while it runs, read or not; unread, it stops after 1 s.
+    let vars = [
+        ("STREAMAI_MAX_STREAMS", "2"),
+        ("STREAMAI_IDLE_READER_SECS", "1"),
+    ];
+    let h = harness(&[KEY], &vars).await;
     let slow = chat_body(STREAM, "[[fake:openai delay=200]]");
     let mut open = Vec::new();
     for _ in 0..2 {
@@ -329,7 +334,12 @@ async fn answers_over_the_stream_cap_get_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_and_its_upstream_cancelled() {
-    let h = harness(&[KEY], &[("STREAMAI_CLIENT_STALL_SECS", "1")]).await;
+    // Cut after 1 s of not reading; the answer, read by nobody, stopped 1 s later.
+    let vars = [
+        ("STREAMAI_CLIENT_STALL_SECS", "1"),
+        ("STREAMAI_IDLE_READER_SECS", "1"),
+    ];
+    let h = harness(&[KEY], &vars).await;
     let mut socket = small_window(h.addr).await;
     // 20,000 chunks (~1.2 MB of frames), and then the provider stays open (`linger`).
     let body = chat_body(STREAM, "[[fake:openai chunks=20000 linger]]");
@@ -339,7 +349,7 @@ async fn a_client_that_stops_reading_is_dropped_and_its_upstream_cancelled() {
 
     // Read nothing, and wait for the fake to see its client (our relay) go.
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(4);
+    let deadline = started + Duration::from_secs(6);
     loop {
         let records = h.fake.records();
         if records.first().map(|r| r.outcome) == Some(Outcome::ClientGone) {

@@ -1,0 +1,457 @@
+//! Answers detached from connections. Each chat's frames go to a log — in this process's
+//! memory, or with `REDIS_URL` in a Redis Stream that every instance reads — and
+//! connections only read it: `POST /api/chat/stream` starts an answer and reads it from
+//! its start; `GET /api/chat/stream/{id}?after=N` (or `Last-Event-ID: N`) reads every
+//! frame after N, then live, to the terminal frame. A frame's SSE `id` is its index in the
+//! log (0 = `start`). The provider is cancelled only by a stop (`POST
+//! /api/chat/stream/{id}/stop`, from any tab and any instance) or when nobody has read
+//! the answer for `idle_reader`, never because one connection dropped. A log stays
+//! readable for `resume_keep` after its end, and keeps at most `resume_max_frames`.
+
+mod memory;
+mod redis;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use crate::llm::config::Limits;
+use crate::llm::FrameStream;
+use crate::protocol::{ErrorCode, Frame};
+
+/// Who may read and stop an answer: the access code that started it (`None`: the open
+/// server, where anyone who may chat may).
+pub(crate) type Owner = Option<i64>;
+
+/// One frame of a log: its index (the SSE `id`) and its JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Logged {
+    pub index: u64,
+    pub data: Arc<str>,
+    pub terminal: bool,
+}
+
+/// Frames in log order, in the batches they were read; ends after the terminal frame, or
+/// early if the log went away (the reader may resume).
+pub(crate) type Reader = BoxStream<'static, Vec<Logged>>;
+
+/// Why a log cannot be read or stopped.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub(crate) enum StreamsError {
+    /// Unknown, expired, or another access code's.
+    #[error("这条回答不存在或已过期")]
+    NotFound,
+    /// The frames after the requested one are no longer kept.
+    #[error("这条回答的前面部分已不再保留，无法从这里继续")]
+    Trimmed,
+    #[error("暂时无法读取回答（{0}）")]
+    Unavailable(String),
+}
+
+/// How logs are kept.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LogLimits {
+    pub idle_reader: Duration,
+    pub keep: Duration,
+    pub max_frames: usize,
+    /// The longest an answer may run: a Redis log expires after it plus `keep` even if
+    /// its instance dies.
+    pub max_stream: Duration,
+}
+
+impl From<&Limits> for LogLimits {
+    fn from(limits: &Limits) -> Self {
+        LogLimits {
+            idle_reader: limits.idle_reader,
+            keep: limits.resume_keep,
+            max_frames: limits.resume_max_frames,
+            max_stream: limits.max_stream,
+        }
+    }
+}
+
+/// The answers of this instance, and where every instance's logs are.
+#[derive(Clone)]
+pub(crate) struct Streams {
+    backend: Backend,
+    limits: LogLimits,
+    /// The stop switches of the answers running here.
+    running: Arc<Mutex<HashMap<String, Running>>>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory(memory::Logs),
+    Redis(redis::Logs),
+}
+
+struct Running {
+    owner: Owner,
+    stop: watch::Sender<bool>,
+}
+
+impl Streams {
+    /// Logs in this process's memory: one instance.
+    pub(crate) fn memory(limits: LogLimits) -> Streams {
+        Streams::with(Backend::Memory(memory::Logs::new(limits)), limits)
+    }
+
+    /// Logs in Redis at `url`, shared by every instance that names it.
+    pub(crate) async fn redis(url: &str, limits: LogLimits) -> Result<Streams, StreamsError> {
+        let logs = redis::Logs::connect(url, limits).await?;
+        Ok(Streams::with(Backend::Redis(logs), limits))
+    }
+
+    fn with(backend: Backend, limits: LogLimits) -> Streams {
+        Streams {
+            backend,
+            limits,
+            running: Arc::default(),
+        }
+    }
+
+    /// `redis` or `memory`, for the start-up log.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// Logs the frames of answer `id` until its end; `stop` is its stop switch, `slot`
+    /// its stream slot, held until the end. Returns at once.
+    pub(crate) async fn run(
+        &self,
+        id: String,
+        owner: Owner,
+        frames: FrameStream,
+        stop: watch::Sender<bool>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), StreamsError> {
+        let writer = match &self.backend {
+            Backend::Memory(logs) => Writer::Memory(logs.create(&id, owner)),
+            Backend::Redis(logs) => Writer::Redis(logs.create(&id, owner).await?),
+        };
+        let running = Running {
+            owner,
+            stop: stop.clone(),
+        };
+        lock(&self.running).insert(id.clone(), running);
+        let streams = self.clone();
+        tokio::spawn(async move {
+            pump(writer, frames, &stop, streams.limits.idle_reader).await;
+            lock(&streams.running).remove(&id);
+            drop(slot);
+        });
+        Ok(())
+    }
+
+    /// Reads answer `id` from the frame after `after` (from its start without one).
+    pub(crate) async fn read(
+        &self,
+        id: &str,
+        owner: Owner,
+        after: Option<u64>,
+    ) -> Result<Reader, StreamsError> {
+        match &self.backend {
+            Backend::Memory(logs) => logs.read(id, owner, after),
+            Backend::Redis(logs) => logs.read(id, owner, after).await,
+        }
+    }
+
+    /// Stops answer `id` wherever it runs. Stopping an answer that has ended is no error.
+    pub(crate) async fn stop(&self, id: &str, owner: Owner) -> Result<(), StreamsError> {
+        let local = lock(&self.running)
+            .get(id)
+            .map(|r| (r.owner == owner).then(|| r.stop.clone()));
+        match local {
+            Some(Some(stop)) => {
+                stop.send_replace(true);
+                Ok(())
+            }
+            Some(None) => Err(StreamsError::NotFound),
+            None => match &self.backend {
+                Backend::Memory(logs) => logs.exists(id, owner),
+                Backend::Redis(logs) => logs.request_stop(id, owner).await,
+            },
+        }
+    }
+}
+
+/// Where one answer's frames are written.
+enum Writer {
+    Memory(Arc<memory::Log>),
+    Redis(redis::Writer),
+}
+
+/// What the writer learns on each poll.
+struct Polled {
+    /// Someone is reading the answer.
+    read: bool,
+    /// A stop was asked for on another instance.
+    stop: bool,
+}
+
+impl Writer {
+    async fn append(&mut self, batch: Vec<Logged>) {
+        match self {
+            Writer::Memory(log) => log.append(batch),
+            Writer::Redis(writer) => writer.append(batch).await,
+        }
+    }
+
+    async fn poll(&mut self) -> Polled {
+        match self {
+            Writer::Memory(log) => Polled {
+                read: log.is_read(),
+                stop: false,
+            },
+            Writer::Redis(writer) => writer.poll().await,
+        }
+    }
+
+    fn every(&self) -> Duration {
+        match self {
+            Writer::Memory(_) => Duration::from_millis(500),
+            Writer::Redis(_) => Duration::from_millis(200),
+        }
+    }
+
+    async fn end(self) {
+        match self {
+            Writer::Memory(log) => log.end(),
+            Writer::Redis(writer) => writer.end().await,
+        }
+    }
+}
+
+/// Frames written in one go: what is already waiting behind the first.
+const BATCH: usize = 256;
+
+/// Moves the answer's frames into its log until the terminal frame; stops the answer
+/// when a stop is asked for elsewhere or nobody has read it for `idle`.
+async fn pump(
+    mut writer: Writer,
+    mut frames: FrameStream,
+    stop: &watch::Sender<bool>,
+    idle: Duration,
+) {
+    let mut index = 0u64;
+    let mut tick = tokio::time::interval(writer.every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unread_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            frame = frames.next() => {
+                let mut batch = Vec::new();
+                let mut next = frame;
+                while let Some(frame) = next {
+                    batch.push(logged(index, &frame));
+                    index += 1;
+                    if frame.is_terminal() || batch.len() == BATCH {
+                        break;
+                    }
+                    next = frames.next().now_or_never().flatten();
+                }
+                let ended = batch.last().is_none_or(|f| f.terminal);
+                if batch.last().is_none() {
+                    // The relay ended without its terminal frame (it cannot, short of a
+                    // panic): readers still get one.
+                    batch.push(logged(index, &vanished()));
+                }
+                writer.append(batch).await;
+                if ended {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                let polled = writer.poll().await;
+                let now = Instant::now();
+                let unread = if polled.read { None } else { Some(*unread_since.get_or_insert(now)) };
+                unread_since = unread;
+                let abandoned = unread.is_some_and(|since| now - since >= idle);
+                if (polled.stop || abandoned) && !*stop.borrow() {
+                    if abandoned {
+                        tracing::info!(idle_secs = idle.as_secs(), "nobody is reading the answer: stopping it");
+                    }
+                    stop.send_replace(true);
+                }
+            }
+        }
+    }
+    writer.end().await;
+}
+
+fn logged(index: u64, frame: &Frame) -> Logged {
+    let data = serde_json::to_string(frame).unwrap_or_else(|_| "{}".to_owned());
+    Logged {
+        index,
+        data: data.into(),
+        terminal: frame.is_terminal(),
+    }
+}
+
+/// The terminal frame of an answer whose relay vanished.
+fn vanished() -> Frame {
+    Frame::Error {
+        code: ErrorCode::Disconnected,
+        message: "回答意外中断，请重试".into(),
+        retryable: true,
+        usage: None,
+        cost: None,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The first frame index a read `after` wants.
+fn first_wanted(after: Option<u64>) -> u64 {
+    after.map_or(0, |n| n.saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> LogLimits {
+        LogLimits {
+            idle_reader: Duration::from_secs(30),
+            keep: Duration::from_secs(60),
+            max_frames: 16,
+            max_stream: Duration::from_secs(60),
+        }
+    }
+
+    fn chunk(seq: u64) -> Frame {
+        Frame::Chunk {
+            seq,
+            content: format!("c{seq}"),
+        }
+    }
+
+    fn done() -> Frame {
+        serde_json::from_str(
+            r#"{"type":"done","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"source":"tiktoken"},"cost":{"currency":"CNY","input":"0","output":"0","total":"0"},"timing":{"first_token_ms":1,"total_ms":2}}"#,
+        )
+        .unwrap()
+    }
+
+    async fn collect(reader: Reader) -> Vec<u64> {
+        reader
+            .flat_map(futures::stream::iter)
+            .map(|f| f.index)
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_reader_gets_every_frame_after_n_then_live_to_the_end() {
+        let streams = Streams::memory(limits());
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (stop, _) = watch::channel(false);
+        streams
+            .run("a".into(), None, rx.boxed(), stop, None)
+            .await
+            .unwrap();
+        for seq in 0..5 {
+            tx.unbounded_send(chunk(seq)).unwrap();
+        }
+        tokio::task::yield_now().await;
+        let late = streams.read("a", None, Some(2)).await.unwrap();
+        let whole = streams.read("a", None, None).await.unwrap();
+        assert_eq!(
+            streams.read("a", Some(7), None).await.err(),
+            Some(StreamsError::NotFound)
+        );
+        tx.unbounded_send(chunk(5)).unwrap();
+        tx.unbounded_send(done()).unwrap();
+        assert_eq!(collect(late).await, [3, 4, 5, 6]);
+        assert_eq!(collect(whole).await, [0, 1, 2, 3, 4, 5, 6]);
+        // After the end, still readable.
+        let again = streams.read("a", None, Some(5)).await.unwrap();
+        assert_eq!(collect(again).await, [6]);
+    }
+
+    #[tokio::test]
+    async fn frames_beyond_the_cap_are_trimmed_and_a_resume_before_them_refused() {
+        let streams = Streams::memory(limits());
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (stop, _) = watch::channel(false);
+        streams
+            .run("b".into(), None, rx.boxed(), stop, None)
+            .await
+            .unwrap();
+        for seq in 0..40 {
+            tx.unbounded_send(chunk(seq)).unwrap();
+        }
+        tx.unbounded_send(done()).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            streams.read("b", None, Some(3)).await.err(),
+            Some(StreamsError::Trimmed)
+        );
+        let tail = streams.read("b", None, Some(35)).await.unwrap();
+        assert_eq!(collect(tail).await, [36, 37, 38, 39, 40]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_nobody_reads_is_stopped_after_the_idle_time() {
+        // Real time (paused time needs tokio's test-util, a second build of the tree).
+        let idle = Duration::from_millis(300);
+        let streams = Streams::memory(LogLimits {
+            idle_reader: idle,
+            ..limits()
+        });
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (stop, mut stopped) = watch::channel(false);
+        streams
+            .run("c".into(), None, rx.boxed(), stop, None)
+            .await
+            .unwrap();
+        tx.unbounded_send(chunk(0)).unwrap();
+        let reader = streams.read("c", None, None).await.unwrap();
+        tokio::time::sleep(idle * 4).await;
+        assert!(!*stopped.borrow(), "a reader is attached");
+        drop(reader);
+        let started = Instant::now();
+        stopped.wait_for(|s| *s).await.unwrap();
+        let waited = started.elapsed();
+        // Noticed at the writer's next poll (every 500 ms) after `idle`.
+        assert!(
+            waited >= idle && waited <= idle + Duration::from_millis(900),
+            "{waited:?}"
+        );
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_stop_reaches_the_answer_and_only_its_owner_may_send_it() {
+        let streams = Streams::memory(limits());
+        let (_tx, rx) = futures::channel::mpsc::unbounded::<Frame>();
+        let (stop, stopped) = watch::channel(false);
+        streams
+            .run("d".into(), Some(1), rx.boxed(), stop, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            streams.stop("d", Some(2)).await,
+            Err(StreamsError::NotFound)
+        );
+        assert_eq!(
+            streams.stop("x", Some(1)).await,
+            Err(StreamsError::NotFound)
+        );
+        assert!(!*stopped.borrow());
+        streams.stop("d", Some(1)).await.unwrap();
+        assert!(*stopped.borrow());
+    }
+}

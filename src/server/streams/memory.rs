@@ -1,0 +1,171 @@
+//! Logs in this process's memory (no `REDIS_URL`): one instance.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::{first_wanted, lock, LogLimits, Logged, Owner, Reader, StreamsError};
+
+/// Every log of this instance, by answer id.
+#[derive(Clone)]
+pub(super) struct Logs {
+    logs: Arc<Mutex<HashMap<String, Arc<Log>>>>,
+    limits: LogLimits,
+}
+
+/// One answer's frames.
+pub(super) struct Log {
+    owner: Owner,
+    state: Mutex<State>,
+    /// Bumped on every append and at the end: wakes the readers.
+    grew: watch::Sender<()>,
+    logs: Logs,
+    id: String,
+}
+
+struct State {
+    frames: VecDeque<Logged>,
+    /// The index of `frames[0]`.
+    first: u64,
+    ended: bool,
+    readers: usize,
+}
+
+impl Logs {
+    pub(super) fn new(limits: LogLimits) -> Logs {
+        Logs {
+            logs: Arc::default(),
+            limits,
+        }
+    }
+
+    pub(super) fn create(&self, id: &str, owner: Owner) -> Arc<Log> {
+        let log = Arc::new(Log {
+            owner,
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                first: 0,
+                ended: false,
+                readers: 0,
+            }),
+            grew: watch::channel(()).0,
+            logs: self.clone(),
+            id: id.to_owned(),
+        });
+        lock(&self.logs).insert(id.to_owned(), log.clone());
+        log
+    }
+
+    fn find(&self, id: &str, owner: Owner) -> Result<Arc<Log>, StreamsError> {
+        lock(&self.logs)
+            .get(id)
+            .filter(|log| log.owner == owner)
+            .cloned()
+            .ok_or(StreamsError::NotFound)
+    }
+
+    pub(super) fn exists(&self, id: &str, owner: Owner) -> Result<(), StreamsError> {
+        self.find(id, owner).map(drop)
+    }
+
+    pub(super) fn read(
+        &self,
+        id: &str,
+        owner: Owner,
+        after: Option<u64>,
+    ) -> Result<Reader, StreamsError> {
+        let log = self.find(id, owner)?;
+        let next = first_wanted(after);
+        if next < lock(&log.state).first {
+            return Err(StreamsError::Trimmed);
+        }
+        let attached = Attached::new(log);
+        let wake = attached.0.grew.subscribe();
+        let reader = futures::stream::unfold(
+            (attached, wake, next),
+            |(attached, mut wake, next)| async move {
+                loop {
+                    wake.borrow_and_update();
+                    let (batch, ended) = attached.0.take(next)?;
+                    if let Some(last) = batch.last() {
+                        let next = last.index + 1;
+                        return Some((batch, (attached, wake, next)));
+                    }
+                    if ended || wake.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        );
+        Ok(reader.boxed())
+    }
+}
+
+/// Frames handed to a reader at once, at most.
+const READ_BATCH: usize = 512;
+
+impl Log {
+    pub(super) fn append(&self, batch: Vec<Logged>) {
+        {
+            let mut state = lock(&self.state);
+            state.ended |= batch.last().is_some_and(|f| f.terminal);
+            state.frames.extend(batch);
+            while state.frames.len() > self.logs.limits.max_frames {
+                state.frames.pop_front();
+                state.first += 1;
+            }
+        }
+        self.grew.send_replace(());
+    }
+
+    pub(super) fn is_read(&self) -> bool {
+        lock(&self.state).readers > 0
+    }
+
+    /// The answer has ended: readers finish, and the log goes after `keep`.
+    pub(super) fn end(self: Arc<Self>) {
+        lock(&self.state).ended = true;
+        self.grew.send_replace(());
+        let keep = self.logs.limits.keep;
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            lock(&self.logs.logs).remove(&self.id);
+        });
+    }
+
+    /// Frames from index `next` on, and whether the log has ended; `None` if they are
+    /// no longer kept.
+    fn take(&self, next: u64) -> Option<(Vec<Logged>, bool)> {
+        let state = lock(&self.state);
+        if next < state.first {
+            return None;
+        }
+        let skip = usize::try_from(next - state.first).unwrap_or(usize::MAX);
+        let batch = state
+            .frames
+            .iter()
+            .skip(skip)
+            .take(READ_BATCH)
+            .cloned()
+            .collect();
+        Some((batch, state.ended))
+    }
+}
+
+/// A reader attached to a log, counted while it lives.
+struct Attached(Arc<Log>);
+
+impl Attached {
+    fn new(log: Arc<Log>) -> Attached {
+        lock(&log.state).readers += 1;
+        Attached(log)
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        lock(&self.0.state).readers -= 1;
+    }
+}
