@@ -1,3 +1,5 @@
+import { expect, Page } from "@playwright/test";
+
 // What the fake upstream answers (src/fake_upstream/scenario.rs, ANSWER and REASONING).
 export const ANSWER =
   "你好！这是来自模拟上游的回答。😀\n\n" +
@@ -19,4 +21,84 @@ export async function savedMessages(page: import("@playwright/test").Page) {
     const saved = JSON.parse(localStorage.getItem("streamai.chat.v1") ?? "{}");
     return (saved.messages ?? []) as { role: string; content: string; reasoning: string; status: string }[];
   });
+}
+
+/// What `[[fake:… chunks=N]]` streams: `第0段。第1段。…`.
+export const numbered = (chunks: number) => Array.from({ length: chunks }, (_, i) => `第${i}段。`).join("");
+
+/// Waits until the page has hydrated (the WASM has taken it over).
+export async function hydrated(page: Page) {
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+}
+
+/// Opens the chat on an empty conversation.
+export async function openChat(page: Page) {
+  await page.goto("/");
+  await hydrated(page);
+  await page.evaluate(() => localStorage.clear());
+  await page.reload();
+  await hydrated(page);
+}
+
+/// Types `prompt` into the composer and sends it.
+export async function ask(page: Page, prompt: string) {
+  const composer = page.getByTestId("composer");
+  await composer.fill(prompt);
+  await composer.press("Enter");
+}
+
+export const lastAnswer = (page: Page) => page.getByTestId("answer").last();
+
+/// The length of the last answer's text as shown.
+export const answerLength = async (page: Page) =>
+  (await lastAnswer(page).getByTestId("answer-text").textContent())?.length ?? 0;
+
+/// Errors the page reports: uncaught ones, and console errors such as a WASM panic's.
+export function collectErrors(page: Page) {
+  const errors: string[] = [];
+  page.on("pageerror", (err) => errors.push(err.message));
+  page.on("console", (msg) => {
+    if (/disposed|unreachable|panicked/.test(msg.text())) errors.push(msg.text());
+  });
+  return errors;
+}
+
+/// Makes the page's chat streams breakable by [`cutStreams`]: `fetch` hands back each
+/// `/api/chat/stream` body through a stream the test can fail, as a lost network would.
+export async function breakableStreams(page: Page) {
+  await page.addInitScript(() => {
+    const cuts: (() => void)[] = [];
+    const fetch = window.fetch.bind(window);
+    window.fetch = async (input: RequestInfo | URL, init?: RequestInit) => {
+      const response = await fetch(input, init);
+      const url = input instanceof Request ? input.url : String(input);
+      if (!url.includes("/api/chat/stream") || !response.body) return response;
+      const reader = response.body.getReader();
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          cuts.push(() => {
+            controller.error(new TypeError("network error (cut by the test)"));
+            reader.cancel().catch(() => {});
+          });
+        },
+        async pull(controller) {
+          try {
+            const { done, value } = await reader.read();
+            if (done) controller.close();
+            else controller.enqueue(value);
+          } catch (err) {
+            controller.error(err);
+          }
+        },
+      });
+      const { status, statusText, headers } = response;
+      return new Response(body, { status, statusText, headers });
+    };
+    (window as any).__cutStreams = () => cuts.splice(0).forEach((cut) => cut());
+  });
+}
+
+/// Breaks every chat stream the page is reading (see [`breakableStreams`]).
+export async function cutStreams(page: Page) {
+  await page.evaluate(() => (window as any).__cutStreams());
 }

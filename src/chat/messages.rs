@@ -1,5 +1,6 @@
 //! The message list: user bubbles and answers with their reasoning, retry countdown,
-//! error, figures and actions. Render-only: every action goes through [`ChatSession`].
+//! reconnection notice, error, figures and actions. Render-only: every action goes
+//! through [`ChatSession`].
 
 use leptos::prelude::*;
 
@@ -94,6 +95,9 @@ fn AnswerMessage(msg: Msg) -> impl IntoView {
                 </details>
             </Show>
             {move || msg.retry.get().map(|notice| view! { <RetryLine notice/> })}
+            <Show when=move || msg.reconnecting.get()>
+                <p class="reconnecting" role="status" data-testid="reconnecting">"重新连接中…"</p>
+            </Show>
             <AnswerText msg/>
             <Show when=has_gap>
                 <p class="warning">{move || format!("有 {} 段内容在传输中丢失", msg.missing.get())}</p>

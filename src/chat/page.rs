@@ -34,10 +34,14 @@ fn Chat(info: ServerInfo) -> impl IntoView {
         session.persist();
     });
     // Closing or reloading the page, or leaving the tab (which disposes the session right
-    // after its cleanup), stops the answer being streamed and saves it.
+    // after its cleanup), drops the local connection and saves the answer as it stands;
+    // the server goes on, and the next page follows it. Back from the page cache, the
+    // answer is followed again.
     let pagehide = window_event_listener(leptos::ev::pagehide, move |_| session.leave());
+    let pageshow = window_event_listener(leptos::ev::pageshow, move |_| session.rejoin());
     on_cleanup(move || {
         pagehide.remove();
+        pageshow.remove();
         session.leave();
     });
     // A question refused for want of an access code is sent again once one is entered.
@@ -110,7 +114,9 @@ fn Composer() -> impl IntoView {
                 when=streaming
                 fallback=move || view! { <button type="submit" class="primary" disabled=empty>"发送"</button> }
             >
-                <button type="button" class="stop" on:click=move |_| session.stop()>"停止"</button>
+                <button type="button" class="stop" on:click=move |_| session.stop() disabled=move || session.stopping.get()>
+                    {move || if session.stopping.get() { "正在停止…" } else { "停止" }}
+                </button>
             </Show>
         </form>
     }

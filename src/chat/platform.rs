@@ -1,7 +1,7 @@
-//! What the chat needs from the browser: the streaming request, local storage, the
-//! clipboard, a clock. One cfg picks the implementation; both files have the same
-//! signatures. On the server (SSR) nothing streams: the chat renders empty and the
-//! browser takes over after hydration.
+//! What the chat needs from the browser: the streaming requests (ask, resume, stop),
+//! local storage, the clipboard, a clock and timers. One cfg picks the implementation;
+//! both files have the same signatures. On the server (SSR) nothing streams: the chat
+//! renders empty and the browser takes over after hydration.
 
 #[cfg(feature = "hydrate")]
 #[path = "platform/browser.rs"]
@@ -12,19 +12,58 @@ mod imp;
 
 pub(crate) use imp::*;
 
-/// Why a stream ended without a terminal frame.
+use crate::protocol::Frame;
+
+/// A frame with its place in the answer's stream: `index` is the SSE `id`, 0 for the
+/// `start` frame, counting every frame. A resume asks for the frames after an index.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StreamFrame {
+    pub index: u64,
+    pub frame: Frame,
+}
+
+/// How a connection ended. A broken one ([`StreamEnd::is_broken`]) can be resumed.
 // Only the browser builds some of these; the server's stand-in ends every stream at once.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum StreamEnd {
-    /// The stream ended normally (a terminal frame was seen by the caller).
+    /// The body ended (whether a terminal frame came is for the caller to see).
     Finished,
-    /// The user pressed stop.
+    /// We aborted the fetch.
     Aborted,
     /// The server refused the request (4xx) with this message.
     Rejected(String),
     /// The server refused the access code, or its lack (401), with this message.
     Unauthorized(String),
+    /// The stream can no longer be resumed (unknown, expired or trimmed): why.
+    Gone(String),
     /// The connection failed or the body broke off.
     Network(String),
+}
+
+impl StreamEnd {
+    /// The connection broke (or ended early): the stream may go on if resumed.
+    pub fn is_broken(&self) -> bool {
+        matches!(self, StreamEnd::Finished | StreamEnd::Network(_))
+    }
+}
+
+/// The index of an event with SSE `id` field `id`, when `expected` comes next: the
+/// server numbers every frame; without a number, the count goes on.
+// The server's stand-in reads no events.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub(crate) fn event_index(id: Option<&str>, expected: u64) -> u64 {
+    id.and_then(|id| id.trim().parse().ok()).unwrap_or(expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_numbered_by_their_id_or_in_turn() {
+        assert_eq!(event_index(Some("7"), 3), 7);
+        assert_eq!(event_index(None, 3), 3);
+        assert_eq!(event_index(Some("x"), 4), 4);
+    }
 }

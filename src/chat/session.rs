@@ -1,14 +1,19 @@
 //! The chat's reactive state and its actions: send, stop, regenerate, edit and resend,
-//! clear; frames applied to the answer being streamed; saving to local storage.
-//! Shared with the components through context as one `Copy` handle.
+//! clear; frames applied to the answer being streamed; a broken stream resumed after its
+//! last applied frame (also after a reload, and in a second tab); saving to local
+//! storage. Shared with the components through context as one `Copy` handle.
+//!
+//! A generation lives on the server, apart from any connection: leaving the tab or the
+//! page drops only the local connection, and only [`ChatSession::stop`] (or 新对话) stops
+//! the generation, for every tab reading it.
 
 use leptos::prelude::*;
 use reactive_stores::Store;
 
 use super::markdown::MarkdownStream;
-use super::platform::{self, StreamEnd, StreamHandle};
+use super::platform::{self, StreamEnd, StreamFrame, StreamHandle, Timer};
 use super::state::{
-    self, Accept, Failure, Message, MessageStoreFields, Saved, SeqGuard, Settings, Stats, Status,
+    self, Accept, Failure, Message, MessageStoreFields, Reconnect, Saved, Settings, Stats, Status,
 };
 use crate::api::ServerInfo;
 use crate::protocol::{ChatRequest, Frame, Role};
@@ -38,10 +43,11 @@ pub(crate) struct Msg {
     pub retry: RwSignal<Option<RetryNotice>>,
     /// Frames that never arrived (a gap in `seq`).
     pub missing: RwSignal<u64>,
+    /// The connection broke and the stream is being resumed: 重新连接中….
+    pub reconnecting: RwSignal<bool>,
     markdown: StoredValue<MarkdownStream>,
     /// A tail render is scheduled for the next frame.
     tail_pending: StoredValue<bool>,
-    seq: StoredValue<SeqGuard>,
 }
 
 impl Msg {
@@ -54,9 +60,9 @@ impl Msg {
             tail: RwSignal::new(String::new()),
             retry: RwSignal::new(None),
             missing: RwSignal::new(0),
+            reconnecting: RwSignal::new(false),
             markdown: StoredValue::new(MarkdownStream::new()),
             tail_pending: StoredValue::new(false),
-            seq: StoredValue::new(SeqGuard::default()),
         };
         msg.append_text(&content);
         msg
@@ -66,11 +72,21 @@ impl Msg {
         self.data.with_untracked(|m| m.role)
     }
 
+    /// Still waiting or streaming (untracked: for actions, not views).
     pub fn is_active(&self) -> bool {
-        matches!(
-            self.data.status().get(),
-            Status::Waiting | Status::Streaming
-        )
+        self.data.with_untracked(Message::is_active)
+    }
+
+    /// The stream's id, once its `start` frame has come.
+    fn stream_id(&self) -> Option<String> {
+        self.data.progress().with_untracked(|p| p.stream_id.clone())
+    }
+
+    /// Where a resume starts: the stream's id and the last frame applied.
+    fn resume_point(&self) -> Option<(String, Option<u64>)> {
+        self.data
+            .progress()
+            .with_untracked(|p| Some((p.stream_id.clone()?, p.last_event)))
     }
 
     /// Appends answer text: O(chunk) work now; the unfinished paragraph is re-rendered
@@ -116,13 +132,23 @@ impl Msg {
         });
     }
 
-    /// Applies one frame of this answer's stream.
-    fn apply(&self, frame: Frame) {
+    /// Applies frame `index` of this answer's stream, unless it was applied already (a
+    /// resume replays what a save missed). Returns whether it was new.
+    fn apply(&self, index: u64, frame: Frame) -> bool {
+        let fresh = self
+            .data
+            .progress()
+            .try_update(|p| p.take(index))
+            .unwrap_or(false);
+        if !fresh {
+            return false;
+        }
         if let Some((seq, text, is_reasoning)) = frame.text() {
             self.apply_text(seq, text, is_reasoning);
-            return;
+            return true;
         }
         match frame {
+            Frame::Start { id, .. } => self.data.progress().update(|p| p.stream_id = Some(id)),
             Frame::Retry {
                 attempt,
                 max_retries,
@@ -140,13 +166,19 @@ impl Msg {
                 cost,
                 timing,
             } => {
+                // A stop (from any tab) ends the stream with `done`, its cost included.
+                let status = if finish_reason == "stopped" {
+                    Status::Stopped
+                } else {
+                    Status::Done
+                };
                 let stats = Stats {
                     usage,
                     cost,
                     timing: Some(timing),
                     finish_reason: Some(finish_reason),
                 };
-                self.finish(Status::Done, Some(stats), None);
+                self.finish(status, Some(stats), None);
             }
             Frame::Error {
                 code,
@@ -164,13 +196,14 @@ impl Msg {
                 let failure = Failure::from_code(code, message, retryable);
                 self.finish(Status::Failed, stats, Some(failure));
             }
-            _ => {}
+            Frame::Chunk { .. } | Frame::Reasoning { .. } => {}
         }
+        true
     }
 
     /// Applies the text of frame `seq`, each `seq` once; a gap is counted and shown.
     fn apply_text(&self, seq: u64, text: &str, is_reasoning: bool) {
-        match self.seq.try_update_value(|g| g.offer(seq)) {
+        match self.data.progress().try_update(|p| p.seq.offer(seq)) {
             Some(Accept::Duplicate) | None => return,
             Some(Accept::Gap { missing }) => self.missing.update(|m| *m += missing),
             Some(Accept::New) => {}
@@ -199,6 +232,14 @@ impl Msg {
     }
 }
 
+/// What a connection asks for.
+enum Open {
+    /// A new answer.
+    Ask(ChatRequest),
+    /// The rest of stream `id`, after frame `after`.
+    Resume { id: String, after: Option<u64> },
+}
+
 /// The chat's state, shared with every component of the tab.
 #[derive(Clone, Copy)]
 pub(crate) struct ChatSession {
@@ -207,12 +248,22 @@ pub(crate) struct ChatSession {
     pub settings: RwSignal<Settings>,
     /// The answer being streamed, if any.
     pub streaming: RwSignal<Option<u64>>,
+    /// A stop of that answer was asked for (sent once its stream id is known).
+    pub stopping: RwSignal<bool>,
     pub composer: RwSignal<String>,
     /// The user message being edited, if any.
     pub editing: RwSignal<Option<u64>>,
     /// A clock for countdowns, ticking while a stream runs.
     pub now_ms: RwSignal<f64>,
     handle: StoredValue<Option<StreamHandle>, platform::HandleStorage>,
+    /// Numbers connections: a connection's frames and end count only while it is the
+    /// latest, so one let go of (leaving, 新对话, ended) touches nothing any more.
+    connection: StoredValue<u64>,
+    /// The wait before the next resume of a broken stream, and the schedule of waits.
+    resume_timer: StoredValue<Option<Timer>>,
+    reconnect: StoredValue<Reconnect>,
+    /// Ticks `now_ms` during a turn.
+    ticker: StoredValue<Option<Timer>>,
     /// A question the server refused for want of a valid access code, back in the
     /// composer until a code is entered ([`ChatSession::resend_held`]).
     held: StoredValue<Option<String>>,
@@ -231,10 +282,15 @@ impl ChatSession {
             messages: RwSignal::new(Vec::new()),
             settings: RwSignal::new(settings),
             streaming: RwSignal::new(None),
+            stopping: RwSignal::new(false),
             composer: RwSignal::new(String::new()),
             editing: RwSignal::new(None),
             now_ms: RwSignal::new(0.0),
             handle: StoredValue::new_with_storage(None),
+            connection: StoredValue::new(0),
+            resume_timer: StoredValue::new(None),
+            reconnect: StoredValue::new(Reconnect::default()),
+            ticker: StoredValue::new(None),
             held: StoredValue::new(None),
             next_id: StoredValue::new(1),
             owner: StoredValue::new(Owner::current().unwrap_or_default()),
@@ -248,7 +304,8 @@ impl ChatSession {
             .with_value(|owner| owner.with(|| Msg::new(id, message)))
     }
 
-    /// Restores the saved conversation and settings (browser only, after hydration).
+    /// Restores the saved conversation and settings (browser only, after hydration), and
+    /// follows an answer the server may still be generating.
     pub fn restore(&self) {
         let Some(saved) =
             platform::load(STORAGE_KEY).and_then(|text| serde_json::from_str::<Saved>(&text).ok())
@@ -261,15 +318,32 @@ impl ChatSession {
         {
             self.settings.set(settings);
         }
-        let messages = saved
-            .messages
+        let messages = state::restored(saved.messages)
             .into_iter()
-            .map(|m| self.new_msg(m.restored()))
+            .map(|m| self.new_msg(m))
             .collect();
         self.messages.set(messages);
+        self.rejoin();
     }
 
-    /// Saves the conversation and settings. Called at the end of each turn, not per chunk.
+    /// Follows the last answer if it is still open with a stream id and nothing reads
+    /// it: after a reload, in a second tab, or back from the page cache.
+    pub fn rejoin(&self) {
+        let busy = self.handle.with_value(Option::is_some)
+            || self.resume_timer.with_value(Option::is_some);
+        let last = self.messages.with_untracked(|m| m.last().copied());
+        let Some(answer) = last.filter(|m| m.data.with_untracked(Message::is_resumable)) else {
+            return;
+        };
+        if !busy {
+            self.begin_turn(answer);
+            self.resume(answer);
+        }
+    }
+
+    /// Saves the conversation and settings: at the start and end of each turn and on
+    /// leaving, not per chunk. An answer's text and its place in the stream are saved
+    /// together, so a resume goes on exactly where the saved text ends.
     pub fn persist(&self) {
         let saved = Saved {
             messages: self.history(),
@@ -284,6 +358,18 @@ impl ChatSession {
     fn history(&self) -> Vec<Message> {
         self.messages
             .with_untracked(|m| m.iter().map(|m| m.data.get_untracked()).collect())
+    }
+
+    /// The answer being streamed.
+    fn current(&self) -> Option<Msg> {
+        let id = self.streaming.get_untracked()?;
+        self.messages
+            .with_untracked(|m| m.iter().find(|m| m.id == id).copied())
+    }
+
+    /// Whether `answer` is (still) the one being streamed; false once the tab is gone.
+    fn is_current(&self, answer: Msg) -> bool {
+        self.streaming.try_get_untracked() == Some(Some(answer.id))
     }
 
     /// Sends the composer's text as a new user message.
@@ -308,9 +394,9 @@ impl ChatSession {
         let request = self.request();
         let answer = self.new_msg(Message::new(Role::Assistant, "", Status::Waiting));
         self.messages.update(|m| m.push(answer));
-        self.streaming.set(Some(answer.id));
+        self.begin_turn(answer);
         self.persist();
-        self.stream(&request, answer);
+        self.connect(answer, Open::Ask(request));
     }
 
     /// The request for the next answer: the panel's parameters and the context.
@@ -333,78 +419,179 @@ impl ChatSession {
         }
     }
 
-    /// Streams the answer to `request` into `answer`, with a clock for countdowns.
-    fn stream(&self, request: &ChatRequest, answer: Msg) {
-        let session = *self;
-        let ticker = set_interval_with_handle(
-            move || session.now_ms.set(platform::now_ms()),
-            std::time::Duration::from_millis(250),
-        )
-        .ok();
+    /// Makes `answer` the one being streamed, with a clock for countdowns.
+    fn begin_turn(&self, answer: Msg) {
+        self.streaming.set(Some(answer.id));
+        self.stopping.set(false);
+        self.reconnect.set_value(Reconnect::default());
         self.now_ms.set(platform::now_ms());
-        // The stream can outlive the tab: after `leave`, its last reads and its end find
-        // the session's signals disposed (reading them would panic) and do nothing.
-        let on_frames = move |frames: Vec<Frame>| {
-            if answer.data.is_disposed() {
-                return;
-            }
-            for frame in frames {
-                answer.apply(frame);
+        let session = *self;
+        let ticker = platform::every(250, move || {
+            session.now_ms.try_set(platform::now_ms());
+        });
+        if let Some(old) = self
+            .ticker
+            .try_update_value(|t| t.replace(ticker))
+            .flatten()
+        {
+            old.cancel();
+        }
+    }
+
+    /// Opens a connection reading into `answer`. Its frames and its end count only while
+    /// it is the latest connection: the stream can outlive the tab, and its last reads
+    /// must not touch disposed signals (reading them would panic).
+    fn connect(&self, answer: Msg, open: Open) {
+        let session = *self;
+        let connection = self
+            .connection
+            .try_update_value(|n| {
+                *n += 1;
+                *n
+            })
+            .unwrap_or_default();
+        let current = move || {
+            session.connection.try_get_value() == Some(connection) && !answer.data.is_disposed()
+        };
+        let on_frames = move |frames: Vec<StreamFrame>| {
+            if current() {
+                session.receive(answer, frames);
             }
         };
         let on_end = move |end: StreamEnd| {
-            if let Some(ticker) = ticker {
-                ticker.clear();
-            }
-            if !answer.data.is_disposed() {
+            if current() {
                 session.end(answer, end);
             }
         };
-        let handle = platform::start_stream(request, on_frames, on_end);
-        if self.streaming.get_untracked() == Some(answer.id) {
+        let handle = match open {
+            Open::Ask(request) => platform::start_stream(&request, on_frames, on_end),
+            Open::Resume { id, after } => platform::resume_stream(&id, after, on_frames, on_end),
+        };
+        // A stand-in that ended at once has moved the count on already.
+        if current() {
             self.handle.set_value(Some(handle));
         }
     }
 
-    /// Ends the turn: an answer still open says how its stream ended; the chat is saved.
-    /// A 401 asks for the access code, and the question goes back into the composer.
+    /// Resumes `answer` after the last frame it applied.
+    fn resume(&self, answer: Msg) {
+        match answer.resume_point() {
+            Some((id, after)) => self.connect(answer, Open::Resume { id, after }),
+            None => self.end(answer, StreamEnd::Gone("回答无法继续".into())),
+        }
+    }
+
+    /// A read of `answer`'s connection (empty: the response has begun).
+    fn receive(&self, answer: Msg, frames: Vec<StreamFrame>) {
+        if answer.reconnecting.get_untracked() {
+            answer.reconnecting.set(false);
+        }
+        for StreamFrame { index, frame } in frames {
+            let is_start = matches!(frame, Frame::Start { .. });
+            if !answer.apply(index, frame) {
+                continue;
+            }
+            self.reconnect.set_value(Reconnect::default());
+            if is_start {
+                self.started(answer);
+            }
+        }
+    }
+
+    /// The stream has its id: saved now, so a reload or another tab can follow it; a
+    /// stop asked for before is sent now.
+    fn started(&self, answer: Msg) {
+        self.persist();
+        if self.stopping.get_untracked() {
+            self.send_stop(answer);
+        }
+    }
+
+    /// A connection of `answer` ended. A broken one of an answer still open is resumed
+    /// after a wait; otherwise the turn ends, an open answer saying how its stream did.
+    /// A 401 asks for the access code, and a question not yet answered at all goes back
+    /// into the composer.
     fn end(&self, answer: Msg, end: StreamEnd) {
+        self.handle.set_value(None);
+        self.connection.update_value(|n| *n += 1);
         if let StreamEnd::Unauthorized(message) = &end {
             crate::app::access::refused(message.clone());
-            if answer.is_active() && self.hold_question(answer.id) {
-                self.streaming.set(None);
-                self.handle.set_value(None);
-                self.persist();
+            if answer.is_active() && self.hold_question(answer) {
+                self.end_turn(answer);
                 return;
             }
         }
         if answer.is_active() {
-            let failed =
-                |message, retryable| (Status::Failed, Some(Failure::plain(message, retryable)));
-            let (status, failure) = match end {
-                StreamEnd::Aborted => (Status::Stopped, None),
-                StreamEnd::Rejected(message) | StreamEnd::Unauthorized(message) => {
-                    failed(message, false)
-                }
-                StreamEnd::Network(message) => failed(message, true),
-                StreamEnd::Finished => failed("连接意外结束，回答不完整".into(), true),
-            };
+            if end.is_broken() && self.schedule_resume(answer) {
+                return;
+            }
+            let (status, failure) = outcome(end, self.stopping.get_untracked());
             answer.finish(status, None, failure);
         }
+        self.end_turn(answer);
+    }
+
+    /// Tries `answer`'s broken stream again after a wait, showing 重新连接中…; false if
+    /// its id is unknown or the stream has been broken for too long.
+    fn schedule_resume(&self, answer: Msg) -> bool {
+        if answer.stream_id().is_none() {
+            return false;
+        }
+        let wait = self
+            .reconnect
+            .try_update_value(|r| r.next_wait(platform::now_ms()))
+            .flatten();
+        let Some(wait) = wait else {
+            return false;
+        };
+        answer.reconnecting.set(true);
+        let session = *self;
+        let timer = platform::after(wait, move || {
+            session.resume_timer.try_set_value(None);
+            if session.is_current(answer) {
+                session.resume(answer);
+            }
+        });
+        self.resume_timer.set_value(Some(timer));
+        true
+    }
+
+    /// The turn is over: nothing reads or waits any more; the chat is saved.
+    fn end_turn(&self, answer: Msg) {
+        self.detach();
+        answer.reconnecting.set(false);
         self.streaming.set(None);
-        self.handle.set_value(None);
+        self.stopping.set(false);
         self.persist();
+    }
+
+    /// Lets go of the connection (aborting the local fetch only), the resume wait and
+    /// the clock. The connection's later frames and end are ignored.
+    fn detach(&self) {
+        self.connection.update_value(|n| *n += 1);
+        if let Some(handle) = self.handle.try_update_value(Option::take).flatten() {
+            handle.abort();
+        }
+        for timer in [self.resume_timer, self.ticker] {
+            if let Some(timer) = timer.try_update_value(Option::take).flatten() {
+                timer.cancel();
+            }
+        }
     }
 
     /// Takes back the question whose answer `answer` was refused before it began: both
     /// leave the conversation and the question returns to the composer, so nothing typed
-    /// is lost. Only when the composer is empty (nothing else typed meanwhile).
-    fn hold_question(&self, answer: u64) -> bool {
-        if !self.composer.with_untracked(|text| text.trim().is_empty()) {
+    /// is lost. Only when the composer is empty (nothing else typed meanwhile) and the
+    /// answer has nothing of its own yet.
+    fn hold_question(&self, answer: Msg) -> bool {
+        let untouched = answer
+            .data
+            .with_untracked(|m| m.content.is_empty() && m.progress.stream_id.is_none());
+        if !untouched || !self.composer.with_untracked(|text| text.trim().is_empty()) {
             return false;
         }
         let question = self.messages.with_untracked(|m| match m.as_slice() {
-            [.., question, last] if last.id == answer && question.role() == Role::User => {
+            [.., question, last] if last.id == answer.id && question.role() == Role::User => {
                 Some(question.data.content().get_untracked())
             }
             _ => None,
@@ -429,29 +616,60 @@ impl ChatSession {
         }
     }
 
-    /// Stops the answer being streamed; its text so far stays.
+    /// Stops the answer being streamed, in every tab reading it; its text so far stays.
+    /// The server is asked (once the stream id is known) and the stream is read on to
+    /// its `done`, so the stopped answer shows what it cost. If the server cannot be
+    /// asked, the local fetch is dropped instead.
     pub fn stop(&self) {
-        self.handle.with_value(|handle| {
-            if let Some(handle) = handle {
-                handle.abort();
+        let Some(answer) = self.current() else {
+            return;
+        };
+        if self.stopping.get_untracked() {
+            return;
+        }
+        self.stopping.set(true);
+        if answer.stream_id().is_some() {
+            self.send_stop(answer);
+        }
+    }
+
+    fn send_stop(&self, answer: Msg) {
+        let Some(id) = answer.stream_id() else {
+            return;
+        };
+        let session = *self;
+        platform::stop_stream(&id, move |accepted| {
+            if !accepted && session.is_current(answer) {
+                session.abort(answer);
             }
         });
     }
 
-    /// The tab or the page is going away: aborts the stream (the server then drops the
-    /// upstream request) and ends the turn now, saving the answer so far as stopped. The
-    /// stream's own end would come too late (the tab's signals are disposed by then) or
-    /// as a network error (an unloading page breaks the connection).
+    /// Ends `answer` here as stopped: aborts its fetch (whose end then ends the turn), or
+    /// ends it now while it waits to resume.
+    fn abort(&self, answer: Msg) {
+        let running = self
+            .handle
+            .with_value(|h| h.as_ref().map(StreamHandle::abort).is_some());
+        if !running {
+            self.end(answer, StreamEnd::Aborted);
+        }
+    }
+
+    /// The tab or the page is going away: only the local connection is dropped; the
+    /// server goes on generating. The answer is saved as still streaming, with its
+    /// stream id and last applied frame, and the next page (or another tab) resumes it.
+    /// One whose stream id never came cannot be resumed: it is saved as stopped.
     pub fn leave(&self) {
-        let Some(id) = self.streaming.get_untracked() else {
+        let Some(answer) = self.current() else {
             return;
         };
-        self.stop();
-        let answer = self
-            .messages
-            .with_untracked(|m| m.iter().find(|m| m.id == id).copied());
-        if let Some(answer) = answer {
-            self.end(answer, StreamEnd::Aborted);
+        self.detach();
+        if answer.data.with_untracked(Message::is_resumable) {
+            self.persist();
+        } else {
+            answer.finish(Status::Stopped, None, None);
+            self.end_turn(answer);
         }
     }
 
@@ -485,12 +703,33 @@ impl ChatSession {
         self.ask(&text);
     }
 
-    /// 新对话: stops any stream and starts afresh (settings are kept).
+    /// 新对话: stops the answer being streamed (on the server too) and starts afresh
+    /// (settings are kept).
     pub fn clear(&self) {
-        self.stop();
+        if let Some(answer) = self.current() {
+            if let Some(id) = answer.stream_id() {
+                platform::stop_stream(&id, |_| {});
+            }
+            self.detach();
+            self.streaming.set(None);
+            self.stopping.set(false);
+        }
         self.editing.set(None);
         self.messages.set(Vec::new());
         self.persist();
+    }
+}
+
+/// How an answer still open ends with its connection: stopped when we dropped it (or
+/// a stop was asked for), otherwise failed, its text kept.
+fn outcome(end: StreamEnd, stopping: bool) -> (Status, Option<Failure>) {
+    let failed = |message, retryable| (Status::Failed, Some(Failure::plain(message, retryable)));
+    match end {
+        StreamEnd::Aborted => (Status::Stopped, None),
+        end if stopping && end.is_broken() => (Status::Stopped, None),
+        StreamEnd::Rejected(message) | StreamEnd::Unauthorized(message) => failed(message, false),
+        StreamEnd::Gone(message) | StreamEnd::Network(message) => failed(message, true),
+        StreamEnd::Finished => failed("连接意外结束，回答不完整".into(), true),
     }
 }
 
@@ -528,7 +767,7 @@ fn settings_fit(info: &ServerInfo, settings: &Settings) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Cost, ErrorCode, Usage, UsageSource};
+    use crate::protocol::{Cost, ErrorCode, Timing, Usage, UsageSource};
 
     fn chunk(seq: u64, content: &str) -> Frame {
         Frame::Chunk {
@@ -537,43 +776,93 @@ mod tests {
         }
     }
 
+    fn usage() -> Usage {
+        Usage {
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            total_tokens: 3,
+            source: UsageSource::Tiktoken,
+        }
+    }
+
+    fn cost() -> Cost {
+        Cost {
+            currency: "CNY".into(),
+            input: "0".into(),
+            output: "0".into(),
+            total: "0".into(),
+        }
+    }
+
+    fn start(id: &str) -> Frame {
+        Frame::Start {
+            id: id.into(),
+            provider: "p".into(),
+            model: "m".into(),
+            prompt_tokens: 1,
+        }
+    }
+
+    fn session() -> ChatSession {
+        ChatSession::new(ServerInfo {
+            demo: true,
+            access_required: true,
+            default_provider: "demo".into(),
+            providers: Vec::new(),
+            temperature: 0.7,
+            max_tokens: 100,
+            seed: None,
+            timeout_secs: 10,
+            max_retries: 0,
+            max_body_bytes: 1000,
+        })
+    }
+
+    /// A conversation of one question and an open answer, being streamed.
+    fn streaming(session: ChatSession, answer: Message) -> Msg {
+        let question = session.new_msg(Message::new(Role::User, "问", Status::Done));
+        let answer = session.new_msg(answer);
+        session.messages.set(vec![question, answer]);
+        session.begin_turn(answer);
+        answer
+    }
+
     #[test]
     fn frames_fold_into_the_answer_each_once() {
         let owner = Owner::new();
         owner.set();
         let msg = Msg::new(1, Message::new(Role::Assistant, "", Status::Waiting));
-        msg.apply(chunk(0, "# 标题\n\n"));
-        msg.apply(chunk(0, "# 标题\n\n"));
-        msg.apply(Frame::Reasoning {
-            seq: 1,
-            content: "想".into(),
-        });
-        msg.apply(chunk(3, "尾巴"));
+        assert!(msg.apply(0, chunk(0, "# 标题\n\n")));
+        assert!(!msg.apply(0, chunk(0, "# 标题\n\n")));
+        // A new frame repeating a text seq is still applied once.
+        assert!(msg.apply(1, chunk(0, "# 标题\n\n")));
+        msg.apply(
+            2,
+            Frame::Reasoning {
+                seq: 1,
+                content: "想".into(),
+            },
+        );
+        msg.apply(3, chunk(3, "尾巴"));
         let data = msg.data.get_untracked();
         assert_eq!(data.content, "# 标题\n\n尾巴");
         assert_eq!(data.reasoning, "想");
         assert_eq!(data.status, Status::Streaming);
+        assert_eq!(data.progress.last_event, Some(3));
         assert_eq!(msg.missing.get_untracked(), 1);
         assert_eq!(msg.blocks.get_untracked().len(), 1);
         assert_eq!(msg.tail.get_untracked(), "<p>尾巴</p>\n");
 
-        msg.apply(Frame::Error {
-            code: ErrorCode::RateLimited,
-            message: "限流".into(),
-            retryable: true,
-            usage: Some(Usage {
-                prompt_tokens: 1,
-                completion_tokens: 2,
-                total_tokens: 3,
-                source: UsageSource::Tiktoken,
-            }),
-            cost: Some(Cost {
-                currency: "CNY".into(),
-                input: "0".into(),
-                output: "0".into(),
-                total: "0".into(),
-            }),
-        });
+        msg.apply(
+            4,
+            Frame::Error {
+                code: ErrorCode::RateLimited,
+                message: "限流".into(),
+                retryable: true,
+                usage: Some(usage()),
+                cost: Some(cost()),
+            },
+        );
         let data = msg.data.get_untracked();
         assert_eq!(data.status, Status::Failed);
         assert!(data
@@ -587,25 +876,161 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_replay_applied_twice_gives_the_text_once() {
+        let owner = Owner::new();
+        owner.set();
+        let frames: Vec<Frame> = std::iter::once(start("s-1"))
+            .chain((0..6).map(|seq| chunk(seq, &format!("第{seq}段。"))))
+            .collect();
+        let whole: String = (0..6).map(|seq| format!("第{seq}段。")).collect();
+        let msg = Msg::new(1, Message::new(Role::Assistant, "", Status::Waiting));
+        for (index, frame) in frames.iter().enumerate().take(4) {
+            msg.apply(index as u64, frame.clone());
+        }
+        // Saved here (say, on a reload): text and place in the stream together.
+        let saved = msg.data.get_untracked();
+        assert_eq!(saved.progress.stream_id.as_deref(), Some("s-1"));
+        assert_eq!(saved.progress.last_event, Some(3));
+
+        // The page that resumes, with the frames after 3, then the whole stream again.
+        let resumed = Msg::new(2, saved.restored());
+        let after = resumed.resume_point().and_then(|(_, after)| after).unwrap();
+        let replay = frames.iter().enumerate().skip(after as usize + 1);
+        for (index, frame) in replay.chain(frames.iter().enumerate()) {
+            resumed.apply(index as u64, frame.clone());
+        }
+        assert_eq!(resumed.data.content().get_untracked(), whole);
+        assert_eq!(resumed.missing.get_untracked(), 0);
+    }
+
+    #[test]
+    fn a_stop_ends_the_answer_as_stopped_with_its_cost() {
+        let owner = Owner::new();
+        owner.set();
+        let msg = Msg::new(1, Message::new(Role::Assistant, "", Status::Waiting));
+        msg.apply(0, start("s-1"));
+        msg.apply(1, chunk(0, "一半"));
+        msg.apply(
+            2,
+            Frame::Done {
+                finish_reason: "stopped".into(),
+                usage: usage(),
+                cost: cost(),
+                timing: Timing {
+                    first_token_ms: Some(5),
+                    total_ms: 10,
+                },
+            },
+        );
+        let data = msg.data.get_untracked();
+        assert_eq!(data.status, Status::Stopped);
+        assert_eq!(data.content, "一半");
+        assert!(data.stats.is_some());
+    }
+
+    #[test]
+    fn a_broken_stream_is_resumed_and_leaving_keeps_it_open() {
+        let owner = Owner::new();
+        owner.set();
+        let session = session();
+        let answer = streaming(session, Message::new(Role::Assistant, "", Status::Waiting));
+        session.receive(
+            answer,
+            vec![
+                StreamFrame {
+                    index: 0,
+                    frame: start("s-1"),
+                },
+                StreamFrame {
+                    index: 1,
+                    frame: chunk(0, "已收到"),
+                },
+            ],
+        );
+        session.end(answer, StreamEnd::Network("连接中断".into()));
+        assert!(answer.reconnecting.get_untracked());
+        assert_eq!(session.streaming.get_untracked(), Some(answer.id));
+
+        session.leave();
+        let saved = session.history().pop().unwrap();
+        assert_eq!(saved.status, Status::Streaming);
+        assert_eq!(saved.content, "已收到");
+        assert_eq!(saved.progress.last_event, Some(1));
+        assert_eq!(saved.progress.stream_id.as_deref(), Some("s-1"));
+    }
+
+    #[test]
+    fn without_a_stream_id_a_break_fails_and_leaving_stops() {
+        let owner = Owner::new();
+        owner.set();
+        let session = session();
+        let answer = streaming(session, Message::new(Role::Assistant, "", Status::Waiting));
+        session.end(answer, StreamEnd::Network("无法连接到服务器".into()));
+        assert_eq!(answer.data.status().get_untracked(), Status::Failed);
+        assert!(!answer.reconnecting.get_untracked());
+        assert_eq!(session.streaming.get_untracked(), None);
+
+        let answer = streaming(session, Message::new(Role::Assistant, "", Status::Waiting));
+        session.leave();
+        assert_eq!(answer.data.status().get_untracked(), Status::Stopped);
+        assert_eq!(session.streaming.get_untracked(), None);
+    }
+
+    #[test]
+    fn a_stop_the_server_cannot_take_drops_the_connection() {
+        let owner = Owner::new();
+        owner.set();
+        let session = session();
+        let mut open = Message::new(Role::Assistant, "部分", Status::Streaming);
+        open.progress.stream_id = Some("s-1".into());
+        let answer = streaming(session, open);
+        // The stand-in refuses every stop, as a failed request would.
+        session.stop();
+        assert_eq!(answer.data.status().get_untracked(), Status::Stopped);
+        assert_eq!(answer.data.content().get_untracked(), "部分");
+        assert_eq!(session.streaming.get_untracked(), None);
+    }
+
+    #[test]
+    fn how_an_open_answer_ends_with_its_connection() {
+        let check = |end: StreamEnd, stopping: bool, status: Status, retryable: Option<bool>| {
+            let (got, failure) = outcome(end, stopping);
+            assert_eq!((got, failure.map(|f| f.retryable)), (status, retryable));
+        };
+        check(StreamEnd::Aborted, false, Status::Stopped, None);
+        check(StreamEnd::Network("x".into()), true, Status::Stopped, None);
+        check(StreamEnd::Finished, true, Status::Stopped, None);
+        check(
+            StreamEnd::Network("x".into()),
+            false,
+            Status::Failed,
+            Some(true),
+        );
+        check(
+            StreamEnd::Gone("过期".into()),
+            true,
+            Status::Failed,
+            Some(true),
+        );
+        check(
+            StreamEnd::Rejected("x".into()),
+            false,
+            Status::Failed,
+            Some(false),
+        );
+        check(StreamEnd::Finished, false, Status::Failed, Some(true));
+    }
+
+    #[test]
     fn a_refused_access_code_puts_the_question_back_in_the_composer() {
         let owner = Owner::new();
         owner.set();
-        let session = ChatSession::new(ServerInfo {
-            demo: true,
-            access_required: true,
-            default_provider: "demo".into(),
-            providers: Vec::new(),
-            temperature: 0.7,
-            max_tokens: 100,
-            seed: None,
-            timeout_secs: 10,
-            max_retries: 0,
-            max_body_bytes: 1000,
+        let session = session();
+        let answer = streaming(session, Message::new(Role::Assistant, "", Status::Waiting));
+        session.composer.set(String::new());
+        session.messages.update(|m| {
+            m[0].data.content().set("别丢了".into());
         });
-        let question = session.new_msg(Message::new(Role::User, "别丢了", Status::Done));
-        let answer = session.new_msg(Message::new(Role::Assistant, "", Status::Waiting));
-        session.messages.set(vec![question, answer]);
-        session.streaming.set(Some(answer.id));
 
         session.end(answer, StreamEnd::Unauthorized("访问码已被停用".into()));
         assert!(session.messages.get_untracked().is_empty());
@@ -618,5 +1043,19 @@ mod tests {
         session.resend_held();
         assert!(session.messages.get_untracked().is_empty());
         assert_eq!(session.held.get_value(), None);
+    }
+
+    #[test]
+    fn a_refused_resume_keeps_the_text() {
+        let owner = Owner::new();
+        owner.set();
+        let session = session();
+        let mut open = Message::new(Role::Assistant, "部分", Status::Streaming);
+        open.progress.stream_id = Some("s-1".into());
+        let answer = streaming(session, open);
+        session.end(answer, StreamEnd::Unauthorized("访问码已被停用".into()));
+        assert_eq!(session.messages.get_untracked().len(), 2);
+        assert_eq!(answer.data.content().get_untracked(), "部分");
+        assert_eq!(answer.data.status().get_untracked(), Status::Failed);
     }
 }

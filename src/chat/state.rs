@@ -1,7 +1,7 @@
 //! The chat's pure logic, with no signals and no browser: how frames fold into an answer
-//! (each `seq` applied once, in order), what a finished answer reports, and the one
-//! [`Message`] type that is both saved and (through its store) rendered. Unit-tested
-//! natively.
+//! (each stream frame and each `seq` applied once, in order), when to try a broken
+//! stream again, what a finished answer reports, and the one [`Message`] type that is
+//! both saved and (through its store) rendered. Unit-tested natively.
 
 use reactive_stores::Store;
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,10 @@ pub(crate) enum Accept {
     Gap { missing: u64 },
 }
 
-/// Keeps `seq` order: one counter for chunks and reasoning together.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Keeps `seq` order: one counter for chunks and reasoning together. Saved as the next
+/// `seq` expected, so a resumed answer goes on where it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub(crate) struct SeqGuard {
     next: u64,
 }
@@ -37,6 +39,63 @@ impl SeqGuard {
         } else {
             Accept::Gap { missing }
         }
+    }
+}
+
+/// How far an answer has read its stream on the server: enough to resume it (after a
+/// broken connection, a reload, or in another tab) without applying anything twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    /// The stream's id, from its `start` frame.
+    #[serde(default)]
+    pub stream_id: Option<String>,
+    /// The index (SSE `id`) of the last frame applied; 0 is the `start` frame.
+    #[serde(default)]
+    pub last_event: Option<u64>,
+    /// The text `seq`s applied.
+    #[serde(default)]
+    pub seq: SeqGuard,
+}
+
+impl Progress {
+    /// Whether frame `index` is new, and then it counts as applied; a frame replayed by
+    /// a resume (or a second reader) is not.
+    pub fn take(&mut self, index: u64) -> bool {
+        if self.last_event.is_some_and(|last| index <= last) {
+            return false;
+        }
+        self.last_event = Some(index);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Progress::default()
+    }
+}
+
+/// The waits between attempts to resume a broken stream: 250 ms, doubling up to 4 s,
+/// given up a minute after the break. Frames arriving again start it afresh.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Reconnect {
+    attempts: u32,
+    /// When the stream broke, in `platform::now_ms()` time.
+    since_ms: Option<f64>,
+}
+
+impl Reconnect {
+    const FIRST_MS: u64 = 250;
+    const MAX_MS: u64 = 4_000;
+    const GIVE_UP_MS: f64 = 60_000.0;
+
+    /// The wait before the next attempt, or `None`: too long since the break, give up.
+    pub fn next_wait(&mut self, now_ms: f64) -> Option<u64> {
+        let since = *self.since_ms.get_or_insert(now_ms);
+        if now_ms - since >= Self::GIVE_UP_MS {
+            return None;
+        }
+        let wait = (Self::FIRST_MS << self.attempts.min(8)).min(Self::MAX_MS);
+        self.attempts += 1;
+        Some(wait)
     }
 }
 
@@ -150,6 +209,9 @@ pub(crate) struct Message {
     pub stats: Option<Stats>,
     #[serde(default)]
     pub failure: Option<Failure>,
+    /// An answer's place in its stream on the server (absent in older saves).
+    #[serde(default, skip_serializing_if = "Progress::is_empty")]
+    pub progress: Progress,
 }
 
 impl Message {
@@ -161,18 +223,49 @@ impl Message {
             status,
             stats: None,
             failure: None,
+            progress: Progress::default(),
         }
     }
 
-    /// A saved message as a reload finds it: a reload interrupts a stream, so what was
-    /// shown is kept, marked as stopped.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, Status::Waiting | Status::Streaming)
+    }
+
+    /// An answer still open whose stream can be followed on the server.
+    pub fn is_resumable(&self) -> bool {
+        self.is_active() && self.progress.stream_id.is_some()
+    }
+
+    /// A saved message as a reload finds it: an open answer with a stream id stays open
+    /// (it is resumed); one without (an older save) is kept as stopped.
     pub fn restored(self) -> Message {
         let status = match self.status {
-            Status::Waiting | Status::Streaming => Status::Stopped,
+            Status::Waiting | Status::Streaming if !self.is_resumable() => Status::Stopped,
             other => other,
         };
         Message { status, ..self }
     }
+}
+
+/// A saved conversation as a reload finds it ([`Message::restored`]); only the last
+/// answer can still be streaming, any other open one is kept as stopped.
+pub(crate) fn restored(messages: Vec<Message>) -> Vec<Message> {
+    let last = messages.len().saturating_sub(1);
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let message = message.restored();
+            if index != last && message.is_active() {
+                Message {
+                    status: Status::Stopped,
+                    ..message
+                }
+            } else {
+                message
+            }
+        })
+        .collect()
 }
 
 /// The request parameters the panel holds.
@@ -310,6 +403,64 @@ mod tests {
             r#"{"role":"user","content":"q","reasoning":"","status":"Done","stats":null,"failure":null}"#
         );
         assert_eq!(done.clone().restored(), done);
+    }
+
+    #[test]
+    fn stream_progress_round_trips_and_old_saves_load() {
+        let mut answer = Message::new(Role::Assistant, "部分", Status::Streaming);
+        answer.progress = Progress {
+            stream_id: Some("s-1".into()),
+            last_event: Some(7),
+            seq: SeqGuard { next: 5 },
+        };
+        let json = serde_json::to_string(&answer).unwrap();
+        assert!(json.ends_with(r#""progress":{"stream_id":"s-1","last_event":7,"seq":5}}"#));
+        let back: Message = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, answer);
+        // Still open with a stream id: it stays open, to be resumed.
+        assert_eq!(back.clone().restored(), back);
+
+        let old = r#"{"role":"assistant","content":"旧","status":"Waiting"}"#;
+        let old: Message = serde_json::from_str(old).unwrap();
+        assert!(old.progress.is_empty());
+        assert_eq!(old.restored().status, Status::Stopped);
+    }
+
+    #[test]
+    fn only_the_last_open_answer_is_resumed() {
+        let open = |content: &str| {
+            let mut m = Message::new(Role::Assistant, content, Status::Streaming);
+            m.progress.stream_id = Some(content.into());
+            m
+        };
+        let statuses: Vec<Status> = restored(vec![open("a"), open("b")])
+            .iter()
+            .map(|m| m.status)
+            .collect();
+        assert_eq!(statuses, [Status::Stopped, Status::Streaming]);
+    }
+
+    #[test]
+    fn each_stream_frame_is_taken_once() {
+        let mut progress = Progress::default();
+        let taken: Vec<bool> = [0, 1, 2, 1, 2, 3, 0]
+            .iter()
+            .map(|i| progress.take(*i))
+            .collect();
+        assert_eq!(taken, [true, true, true, false, false, true, false]);
+        assert_eq!(progress.last_event, Some(3));
+    }
+
+    #[test]
+    fn reconnect_backs_off_then_gives_up() {
+        let mut reconnect = Reconnect::default();
+        let waits: Vec<Option<u64>> = (0..7).map(|_| reconnect.next_wait(1_000.0)).collect();
+        let expected = [250, 500, 1_000, 2_000, 4_000, 4_000, 4_000].map(Some);
+        assert_eq!(waits, expected);
+        assert_eq!(reconnect.next_wait(60_999.0), Some(4_000));
+        assert_eq!(reconnect.next_wait(61_000.0), None);
+        let mut fresh = Reconnect::default();
+        assert_eq!(fresh.next_wait(61_000.0), Some(250));
     }
 
     #[test]

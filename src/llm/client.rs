@@ -61,6 +61,16 @@ impl LlmClient {
         })
     }
 
+    /// The key ring of `provider`.
+    pub(super) fn ring(&self, provider: &str) -> Option<&KeyRing> {
+        self.rings.get(provider)
+    }
+
+    /// The rests shared with other instances, when `REDIS_URL` is set.
+    pub(super) fn shared_rests(&self) -> Option<&SharedRests> {
+        self.shared.get()
+    }
+
     /// Shares key rests (429 cooldowns, parked keys) through the Redis at `url` with
     /// every instance that names it.
     pub async fn share_rests(&self, url: &str) -> Result<(), redis::RedisError> {

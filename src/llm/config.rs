@@ -120,6 +120,16 @@ struct RawModel {
     /// `stream_options.include_usage` is sent (default); false where it is refused.
     #[serde(default = "yes")]
     include_usage: bool,
+    /// Who answers when this model cannot, in order: `"provider:model"`, or `"model"`
+    /// of the same provider.
+    #[serde(default)]
+    fallback: Vec<String>,
+    /// How a model of the chain is asked to finish an answer this one left cut:
+    /// `"prefix"` (DeepSeek's prefix completion), `"partial"` (DashScope's partial
+    /// mode), `"assistant"` (the text so far as the last assistant message); absent: a
+    /// cut answer is not continued.
+    #[serde(default, rename = "continue")]
+    continuation: Option<String>,
 }
 
 fn yes() -> bool {
@@ -189,6 +199,42 @@ pub struct Model {
     /// The context window: a prompt of more tokens than this is refused before sending.
     pub context_tokens: u32,
     pub shaping: Shaping,
+    pub chain: Chain,
+}
+
+/// What happens when a model cannot answer, or is cut off mid-answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Chain {
+    /// The models tried next, in order (each checked to be served at start-up).
+    pub fallback: Vec<ModelRef>,
+    /// How this model continues an answer another model left cut; `None`: it cannot.
+    pub continuation: Option<Continuation>,
+}
+
+/// A model of a provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelRef {
+    pub provider: String,
+    pub model: String,
+}
+
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.provider, self.model)
+    }
+}
+
+/// How a model is asked to go on from text already sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Continuation {
+    /// DeepSeek's prefix completion (beta): the last message is the assistant's text
+    /// with `"prefix": true`.
+    Prefix,
+    /// DashScope's partial mode: the last message is the assistant's text with
+    /// `"partial": true`.
+    Partial,
+    /// The text so far as the last assistant message, for providers that continue it.
+    Assistant,
 }
 
 /// A usable provider: it has at least one key (or is the demo).
@@ -333,6 +379,7 @@ impl LlmConfig {
             let provider = provider.expect("the default provider is in the list");
             set_default_model(provider, model)?;
         }
+        check_chains(&mut providers)?;
         let d = &raw.defaults;
         let timeout_secs = env_number(&lookup, "LLM_TIMEOUT_SECS", d.timeout_secs)?;
         if timeout_secs == 0 {
@@ -534,6 +581,7 @@ fn build_provider<'a>(
                 max_output_tokens: m.max_output_tokens,
                 context_tokens: m.context_tokens.max(m.max_output_tokens),
                 shaping: shaping(id, m)?,
+                chain: chain(id, m)?,
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -622,8 +670,80 @@ fn free_models<'a>(id: &str, lookup: &impl Fn(&str) -> Option<&'a str>) -> Vec<M
             max_output_tokens: 65535,
             context_tokens: 131_072,
             shaping: Shaping::default(),
+            chain: Chain::default(),
         })
         .collect()
+}
+
+/// A model's `fallback` list and `continue` mode, as written (checked once every
+/// provider is known, by [`check_chains`]).
+fn chain(provider: &str, m: &RawModel) -> Result<Chain, ConfigError> {
+    let invalid =
+        |what: String| ConfigError::Parse(format!("providers.{provider} model {}: {what}", m.id));
+    let continuation = match m.continuation.as_deref() {
+        None => None,
+        Some("prefix") => Some(Continuation::Prefix),
+        Some("partial") => Some(Continuation::Partial),
+        Some("assistant") => Some(Continuation::Assistant),
+        Some(other) => {
+            return Err(invalid(format!(
+                "continue = {other:?}: expected \"prefix\", \"partial\" or \"assistant\""
+            )))
+        }
+    };
+    let fallback = m
+        .fallback
+        .iter()
+        .map(|entry| match entry.split_once(':') {
+            Some((p, model)) if KEYED_PROVIDERS.contains(&p) => ModelRef {
+                provider: p.to_owned(),
+                model: model.to_owned(),
+            },
+            _ => ModelRef {
+                provider: provider.to_owned(),
+                model: entry.clone(),
+            },
+        })
+        .collect();
+    Ok(Chain {
+        fallback,
+        continuation,
+    })
+}
+
+/// Drops chain entries whose provider has no key here (a deployment keys only some
+/// providers), saying so; an entry naming a model its provider does not list is an
+/// error.
+fn check_chains(providers: &mut [Provider]) -> Result<(), ConfigError> {
+    let served: Vec<(String, Vec<String>)> = providers
+        .iter()
+        .map(|p| (p.id.clone(), p.models.iter().map(|m| m.id.clone()).collect()))
+        .collect();
+    for provider in providers.iter_mut() {
+        for model in &mut provider.models {
+            let mut kept = Vec::new();
+            for next in std::mem::take(&mut model.chain.fallback) {
+                match served.iter().find(|(id, _)| *id == next.provider) {
+                    None => tracing::warn!(
+                        "providers.{} model {}: fallback {next} skipped ({} has no API key)",
+                        provider.id,
+                        model.id,
+                        next.provider
+                    ),
+                    Some((_, models)) if !models.contains(&next.model) => {
+                        return Err(ConfigError::Parse(format!(
+                            "providers.{} model {}: fallback {next} is not a listed model",
+                            provider.id, model.id
+                        )))
+                    }
+                    Some(_) if next.provider == provider.id && next.model == model.id => {}
+                    Some(_) => kept.push(next),
+                }
+            }
+            model.chain.fallback = kept;
+        }
+    }
+    Ok(())
 }
 
 /// A model's `thinking`, `thinking_budget`, `rejects`, `merge_same_role`, `include_usage`.

@@ -535,6 +535,7 @@ mod tests {
                 max_output_tokens: 100,
                 context_tokens: 1000,
                 shaping: Default::default(),
+                chain: Default::default(),
             },
             messages: vec![],
             temperature: 0.8,

@@ -25,6 +25,12 @@ impl Rng {
         Rng(seed.max(1))
     }
 
+    /// A generator of its own, seeded from this one.
+    #[allow(dead_code)] // only the multi-instance test
+    pub fn child(&mut self) -> Rng {
+        Rng(self.below(usize::MAX) as u64 | 1)
+    }
+
     pub fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

@@ -1,13 +1,16 @@
-//! The browser side: `fetch` POST (with the access code as `Authorization: Bearer`), the
-//! body read as a `ReadableStream`, bytes fed to the shared SSE parser (which decodes UTF-8
-//! only on whole events), `AbortController` for stop; `localStorage`; the clipboard.
+//! The browser side: `fetch` POST (with the access code as `Authorization: Bearer`) to
+//! ask, GET to resume a stream after its last applied frame, POST to stop it; the body
+//! read as a `ReadableStream`, bytes fed to the shared SSE parser (which decodes UTF-8
+//! only on whole events), each frame numbered by its SSE `id`; `AbortController` to drop
+//! the local connection; `localStorage`; the clipboard; timers.
 
 use js_sys::{Reflect, Uint8Array};
+use leptos::prelude::{IntervalHandle, TimeoutHandle};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, ReadableStreamDefaultReader};
+use web_sys::{AbortController, AbortSignal, ReadableStreamDefaultReader};
 
-use super::StreamEnd;
+use super::{event_index, StreamEnd, StreamFrame};
 use crate::protocol::{ChatRequest, Frame, RejectBody};
 use crate::sse::Parser;
 
@@ -20,8 +23,8 @@ pub(crate) struct StreamHandle {
 }
 
 impl StreamHandle {
-    /// Aborts the fetch: the body read fails, the server sees the disconnect and drops
-    /// the upstream request.
+    /// Aborts the local fetch (its end is [`StreamEnd::Aborted`]). The generation on the
+    /// server goes on: only [`stop_stream`] stops it.
     pub fn abort(&self) {
         if let Some(controller) = &self.controller {
             controller.abort();
@@ -29,65 +32,165 @@ impl StreamHandle {
     }
 }
 
-/// POSTs `request` to `/api/chat/stream`; calls `on_frames` with the frames of each
-/// network read (a batch, so the page updates once per read), then `on_end` once.
+/// POSTs `request` to `/api/chat/stream`. `on_frames` gets an empty batch once the
+/// response begins, then the frames of each network read (a batch, so the page updates
+/// once per read); `on_end` is called once.
 pub(crate) fn start_stream(
     request: &ChatRequest,
-    mut on_frames: impl FnMut(Vec<Frame>) + 'static,
+    on_frames: impl FnMut(Vec<StreamFrame>) + 'static,
+    on_end: impl FnOnce(StreamEnd) + 'static,
+) -> StreamHandle {
+    let body = serde_json::to_string(request).unwrap_or_default();
+    open(Target::Ask(body), on_frames, on_end)
+}
+
+/// GETs `/api/chat/stream/{id}?after=N`: the frames after index `after` (all of them
+/// without it), then the live rest. Callbacks as for [`start_stream`].
+pub(crate) fn resume_stream(
+    id: &str,
+    after: Option<u64>,
+    on_frames: impl FnMut(Vec<StreamFrame>) + 'static,
+    on_end: impl FnOnce(StreamEnd) + 'static,
+) -> StreamHandle {
+    let target = Target::Resume {
+        id: id.to_owned(),
+        after,
+    };
+    open(target, on_frames, on_end)
+}
+
+/// POSTs `/api/chat/stream/{id}/stop`; `on_done(true)` once the server has taken the
+/// stop (every reader then gets a `done` frame ending in `stopped`), `false` if not.
+pub(crate) fn stop_stream(id: &str, on_done: impl FnOnce(bool) + 'static) {
+    let url = format!("{}/stop", stream_url(id));
+    leptos::task::spawn_local(async move {
+        let request = with_bearer(gloo_net::http::Request::post(&url))
+            .header("content-type", "application/json")
+            .body("{}");
+        let accepted = match request {
+            Ok(request) => request.send().await.is_ok_and(|r| r.ok()),
+            Err(_) => false,
+        };
+        on_done(accepted);
+    });
+}
+
+/// What a connection asks for.
+enum Target {
+    /// A new answer: the request body.
+    Ask(String),
+    /// The rest of stream `id`, after frame `after`.
+    Resume { id: String, after: Option<u64> },
+}
+
+impl Target {
+    fn request(
+        &self,
+        signal: Option<&AbortSignal>,
+    ) -> Result<gloo_net::http::Request, gloo_net::Error> {
+        let builder = match self {
+            Target::Ask(_) => gloo_net::http::Request::post("/api/chat/stream")
+                .header("content-type", "application/json"),
+            Target::Resume { id, after } => {
+                let builder = gloo_net::http::Request::get(&stream_url(id));
+                match after {
+                    Some(after) => builder.query([("after", after.to_string())]),
+                    None => builder,
+                }
+            }
+        };
+        let builder =
+            with_bearer(builder.header("accept", "text/event-stream")).abort_signal(signal);
+        match self {
+            Target::Ask(body) => builder.body(body.as_str()),
+            Target::Resume { .. } => builder.build(),
+        }
+    }
+
+    /// The index of the first frame this connection reads.
+    fn first_index(&self) -> u64 {
+        match self {
+            Target::Ask(_) => 0,
+            Target::Resume { after, .. } => after.map_or(0, |after| after + 1),
+        }
+    }
+
+    /// How a refusal with HTTP `status` and body `text` ends the connection.
+    fn refused(&self, status: u16, text: &str) -> StreamEnd {
+        let message = || {
+            serde_json::from_str::<RejectBody>(text)
+                .map(|body| body.error.message)
+                .unwrap_or_else(|_| format!("服务器返回 HTTP {status}"))
+        };
+        match (self, status) {
+            (_, 401) => StreamEnd::Unauthorized(crate::app::access::refusal_message(text)),
+            (Target::Resume { .. }, 404) => StreamEnd::Gone("回答已过期，无法继续".into()),
+            (Target::Resume { .. }, 410) => {
+                StreamEnd::Gone("回答的后续内容已不再保留，无法继续".into())
+            }
+            // A resume meets a server restarting or busy: worth another try.
+            (Target::Resume { .. }, 500..) => StreamEnd::Network(message()),
+            _ => StreamEnd::Rejected(message()),
+        }
+    }
+}
+
+fn stream_url(id: &str) -> String {
+    let id = String::from(js_sys::encode_uri_component(id));
+    format!("/api/chat/stream/{id}")
+}
+
+fn with_bearer(builder: gloo_net::http::RequestBuilder) -> gloo_net::http::RequestBuilder {
+    match crate::app::access::bearer() {
+        Some(bearer) => builder.header("authorization", &bearer),
+        None => builder,
+    }
+}
+
+fn open(
+    target: Target,
+    mut on_frames: impl FnMut(Vec<StreamFrame>) + 'static,
     on_end: impl FnOnce(StreamEnd) + 'static,
 ) -> StreamHandle {
     let controller = AbortController::new().ok();
     let signal = controller.as_ref().map(|c| c.signal());
-    let body = serde_json::to_string(request).unwrap_or_default();
     leptos::task::spawn_local(async move {
-        let end = run(body, signal, &mut on_frames).await;
+        let end = run(&target, signal, &mut on_frames).await;
         on_end(end);
     });
     StreamHandle { controller }
 }
 
 async fn run(
-    body: String,
-    signal: Option<web_sys::AbortSignal>,
-    on_frames: &mut impl FnMut(Vec<Frame>),
+    target: &Target,
+    signal: Option<AbortSignal>,
+    on_frames: &mut impl FnMut(Vec<StreamFrame>),
 ) -> StreamEnd {
-    let mut request = gloo_net::http::Request::post("/api/chat/stream")
-        .header("content-type", "application/json")
-        .header("accept", "text/event-stream");
-    if let Some(bearer) = crate::app::access::bearer() {
-        request = request.header("authorization", &bearer);
-    }
-    let request = request.abort_signal(signal.as_ref()).body(body);
-    let request = match request {
+    let aborted = || signal.as_ref().is_some_and(AbortSignal::aborted);
+    let request = match target.request(signal.as_ref()) {
         Ok(request) => request,
         Err(err) => return StreamEnd::Network(err.to_string()),
     };
     let response = match request.send().await {
         Ok(response) => response,
-        Err(_) if signal.as_ref().is_some_and(|s| s.aborted()) => return StreamEnd::Aborted,
+        Err(_) if aborted() => return StreamEnd::Aborted,
         Err(_) => return StreamEnd::Network("无法连接到服务器".into()),
     };
-    if response.status() == 401 {
-        let text = response.text().await.unwrap_or_default();
-        return StreamEnd::Unauthorized(crate::app::access::refusal_message(&text));
-    }
     if !response.ok() {
-        let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<RejectBody>(&text)
-            .map(|body| body.error.message)
-            .unwrap_or_else(|_| format!("服务器返回 HTTP {status}"));
-        return StreamEnd::Rejected(message);
+        return target.refused(response.status(), &text);
     }
     let Some(stream) = response.body() else {
         return StreamEnd::Network("服务器没有返回内容".into());
     };
+    on_frames(Vec::new());
     let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut next_index = target.first_index();
     let mut parser = Parser::unlimited(); // our own server: it bounds what it relays
     loop {
         let result = match JsFuture::from(reader.read()).await {
             Ok(result) => result,
-            Err(_) if signal.as_ref().is_some_and(|s| s.aborted()) => return StreamEnd::Aborted,
+            Err(_) if aborted() => return StreamEnd::Aborted,
             Err(err) => return StreamEnd::Network(describe(&err)),
         };
         let done = Reflect::get(&result, &JsValue::from_str("done"))
@@ -100,10 +203,15 @@ async fn run(
             continue;
         };
         let bytes = Uint8Array::new(&value).to_vec();
-        let frames: Vec<Frame> = parser
+        let frames: Vec<StreamFrame> = parser
             .feed(&bytes)
             .into_iter()
-            .filter_map(|event| serde_json::from_str(&event.data).ok())
+            .filter_map(|event| {
+                let frame = serde_json::from_str::<Frame>(&event.data).ok()?;
+                let index = event_index(event.id.as_deref(), next_index);
+                next_index = index + 1;
+                Some(StreamFrame { index, frame })
+            })
             .collect();
         if !frames.is_empty() {
             on_frames(frames);
@@ -116,6 +224,35 @@ fn describe(err: &JsValue) -> String {
         .ok()
         .and_then(|m| m.as_string());
     format!("连接中断：{}", message.unwrap_or_else(|| "未知错误".into()))
+}
+
+/// A pending timeout or a running interval; [`Timer::cancel`] ends it, dropping does not.
+pub(crate) enum Timer {
+    Timeout(TimeoutHandle),
+    Interval(IntervalHandle),
+    Unavailable,
+}
+
+impl Timer {
+    pub fn cancel(&self) {
+        match self {
+            Timer::Timeout(handle) => handle.clear(),
+            Timer::Interval(handle) => handle.clear(),
+            Timer::Unavailable => {}
+        }
+    }
+}
+
+/// Runs `f` once, after `ms` milliseconds.
+pub(crate) fn after(ms: u64, f: impl FnOnce() + 'static) -> Timer {
+    leptos::prelude::set_timeout_with_handle(f, std::time::Duration::from_millis(ms))
+        .map_or(Timer::Unavailable, Timer::Timeout)
+}
+
+/// Runs `f` every `ms` milliseconds.
+pub(crate) fn every(ms: u64, f: impl Fn() + 'static) -> Timer {
+    leptos::prelude::set_interval_with_handle(f, std::time::Duration::from_millis(ms))
+        .map_or(Timer::Unavailable, Timer::Interval)
 }
 
 fn storage() -> Option<web_sys::Storage> {

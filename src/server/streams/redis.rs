@@ -3,7 +3,8 @@
 //!   (`d`: the frame's JSON, `t`: `1` on the terminal frame), `XADD … MAXLEN ~ <cap>`;
 //! - `streamai:owner:{id}`: who may read and stop it (`-` for the open server);
 //! - `streamai:read:{id}`: set (for 3 s) by each reader while it reads;
-//! - `streamai:stop:{id}`: a stop asked for on any instance, seen by the one running it.
+//! - `streamai:stop:{id}`: a stop asked for on any instance, seen by the one running it;
+//! - `streamai:end:{id}`: the terminal frame's index, once it is written.
 //!
 //! Every key expires: while the answer runs, after its longest run plus `keep`; after
 //! its end, after `keep`.
@@ -44,6 +45,9 @@ fn read_key(id: &str) -> String {
 }
 fn stop_key(id: &str) -> String {
     format!("streamai:stop:{id}")
+}
+fn end_key(id: &str) -> String {
+    format!("streamai:end:{id}")
 }
 
 fn owner_value(owner: Owner) -> String {
@@ -150,6 +154,7 @@ impl Logs {
             next,
             marked: None,
             ended: false,
+            check_end: true,
         };
         let reader = futures::stream::unfold(reading, |mut reading| async move {
             let batch = reading.next_batch().await?;
@@ -195,6 +200,9 @@ struct Reading {
     next: u64,
     marked: Option<Instant>,
     ended: bool,
+    /// Whether to look for the end before the next blocking read: at first (a resume
+    /// after the terminal frame has nothing to wait for) and after an empty read.
+    check_end: bool,
 }
 
 impl Reading {
@@ -202,9 +210,10 @@ impl Reading {
     /// is gone, or when Redis fails (the browser resumes).
     async fn next_batch(&mut self) -> Option<Vec<Logged>> {
         loop {
-            if self.ended {
+            if self.ended || (self.check_end && self.past_the_end().await) {
                 return None;
             }
+            self.check_end = false;
             self.mark().await;
             let reply: Option<StreamReadReply> = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -235,9 +244,7 @@ impl Reading {
                 self.ended = last.terminal;
                 return Some(batch);
             }
-            if !self.log_exists().await {
-                return None;
-            }
+            self.check_end = true;
         }
     }
 
@@ -256,12 +263,20 @@ impl Reading {
             .await;
     }
 
-    async fn log_exists(&mut self) -> bool {
-        redis::cmd("EXISTS")
+    /// True when nothing more can come: the log is gone, or its terminal frame is
+    /// before the next one wanted.
+    async fn past_the_end(&mut self) -> bool {
+        let checked: Result<(bool, Option<u64>), _> = redis::pipe()
+            .cmd("EXISTS")
             .arg(owner_key(&self.id))
-            .query_async::<bool>(&mut self.conn)
-            .await
-            .unwrap_or(false)
+            .cmd("GET")
+            .arg(end_key(&self.id))
+            .query_async(&mut self.conn)
+            .await;
+        match checked {
+            Ok((exists, end)) => !exists || end.is_some_and(|last| self.next > last),
+            Err(_) => true,
+        }
     }
 }
 
@@ -297,6 +312,15 @@ impl Writer {
         }
         if !self.expiring {
             pipe.cmd("EXPIRE").arg(&key).arg(self.ttl).ignore();
+        }
+        if let Some(last) = batch.last().filter(|f| f.terminal) {
+            let keep = secs(self.limits.keep);
+            pipe.cmd("SET")
+                .arg(end_key(&self.id))
+                .arg(last.index)
+                .arg("EX")
+                .arg(keep)
+                .ignore();
         }
         match pipe.exec_async(&mut self.conn).await {
             Ok(()) => self.expiring = true,
