@@ -193,7 +193,10 @@ pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
                 response.set_status(axum::http::StatusCode::BAD_GATEWAY);
                 return Err(ServerFnError::ServerError(message));
             }
-            Frame::Start { .. } | Frame::Retry { .. } | Frame::Reasoning { .. } => {}
+            Frame::Start { .. }
+            | Frame::Retry { .. }
+            | Frame::Fallback { .. }
+            | Frame::Reasoning { .. } => {}
         }
     }
     response.set_status(axum::http::StatusCode::BAD_GATEWAY);

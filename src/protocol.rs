@@ -160,7 +160,8 @@ pub enum ErrorCode {
 }
 
 /// One Server-Sent Event of the response, sent as `data: <json>\n\n`.
-/// Order: `start`, any `retry`, then `chunk`/`reasoning`, then exactly one `done` or `error`.
+/// Order: `start`, any `retry`/`fallback`, then `chunk`/`reasoning` (a `fallback` may
+/// come between them when a cut answer is continued), then exactly one `done` or `error`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame {
@@ -176,6 +177,17 @@ pub enum Frame {
         max_retries: u32,
         wait_ms: u64,
         reason: String,
+    },
+    /// Another model of the configured fallback chain answers from here on (before any
+    /// text; or, continuing a cut answer, after it): the browser says 已切换到 `model`
+    /// （`reason`）. Cost is counted at the prices of the model that answers.
+    Fallback {
+        provider: String,
+        model: String,
+        reason: String,
+        /// True when the new model continues text already sent (a cut answer).
+        #[serde(default)]
+        continues: bool,
     },
     /// Answer text. `seq` counts chunks and reasoning together: 0, 1, 2, …
     Chunk { seq: u64, content: String },

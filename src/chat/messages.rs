@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use super::platform;
 use super::session::{ChatSession, Msg, RetryNotice};
-use super::state::{Failure, MessageStoreFields, Stats, Status};
+use super::state::{Failure, MessageStoreFields, Stats, Status, Switch};
 use crate::protocol::Role;
 
 /// All messages, in an aria-live log. Code-block copy buttons are handled here by
@@ -95,6 +95,13 @@ fn AnswerMessage(msg: Msg) -> impl IntoView {
                 </details>
             </Show>
             {move || msg.retry.get().map(|notice| view! { <RetryLine notice/> })}
+            <For
+                each=move || msg.data.switches().get().into_iter().enumerate()
+                key=|(index, _)| *index
+                let((_, switch))
+            >
+                <SwitchLine switch/>
+            </For>
             <Show when=move || msg.reconnecting.get()>
                 <p class="reconnecting" role="status" data-testid="reconnecting">"重新连接中…"</p>
             </Show>
@@ -117,6 +124,17 @@ fn AnswerMessage(msg: Msg) -> impl IntoView {
             </Show>
         </article>
     }
+}
+
+/// 已切换到 X（原因）: the answer moved along the server's fallback chain.
+#[component]
+fn SwitchLine(switch: Switch) -> impl IntoView {
+    let session = expect_context::<ChatSession>();
+    let label = session
+        .info
+        .with_value(|info| info.provider(&switch.provider).map(|p| p.label.clone()));
+    let text = switch.notice(label.as_deref());
+    view! { <p class="switched" role="status" data-testid="fallback-notice">{text}</p> }
 }
 
 /// Whether message `id` is the conversation's last: only the last answer can be redone.

@@ -14,6 +14,7 @@ use super::markdown::MarkdownStream;
 use super::platform::{self, StreamEnd, StreamFrame, StreamHandle, Timer};
 use super::state::{
     self, Accept, Failure, Message, MessageStoreFields, Reconnect, Saved, Settings, Stats, Status,
+    Switch,
 };
 use crate::api::ServerInfo;
 use crate::protocol::{ChatRequest, Frame, Role};
@@ -195,6 +196,21 @@ impl Msg {
                 });
                 let failure = Failure::from_code(code, message, retryable);
                 self.finish(Status::Failed, stats, Some(failure));
+            }
+            Frame::Fallback {
+                provider,
+                model,
+                reason,
+                continues,
+            } => {
+                self.retry.set(None);
+                let switch = Switch {
+                    provider,
+                    model,
+                    reason,
+                    continues,
+                };
+                self.data.switches().update(|s| s.push(switch));
             }
             Frame::Chunk { .. } | Frame::Reasoning { .. } => {}
         }

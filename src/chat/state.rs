@@ -212,6 +212,35 @@ pub(crate) struct Message {
     /// An answer's place in its stream on the server (absent in older saves).
     #[serde(default, skip_serializing_if = "Progress::is_empty")]
     pub progress: Progress,
+    /// Each move along the server's fallback chain: 已切换到 X（原因）.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<Switch>,
+}
+
+/// The answer moved to another model of the fallback chain (a `fallback` frame).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Switch {
+    pub provider: String,
+    pub model: String,
+    pub reason: String,
+    /// The new model continues text already shown (a cut answer).
+    #[serde(default)]
+    pub continues: bool,
+}
+
+impl Switch {
+    /// 已切换到 `label` · `model`（`reason`）, or 已由 … 接着写 for a continuation.
+    pub fn notice(&self, provider_label: Option<&str>) -> String {
+        let who = match provider_label {
+            Some(label) => format!("{label} · {}", self.model),
+            None => self.model.clone(),
+        };
+        if self.continues {
+            format!("回答中断（{}），已由 {who} 接着写完", self.reason)
+        } else {
+            format!("已切换到 {who}（{}）", self.reason)
+        }
+    }
 }
 
 impl Message {
@@ -224,6 +253,7 @@ impl Message {
             stats: None,
             failure: None,
             progress: Progress::default(),
+            switches: Vec::new(),
         }
     }
 

@@ -18,7 +18,11 @@
 //!   or any header text at all: `retry_after_raw=TEXT`, `retry_after_ms_raw=TEXT` (sent
 //!   verbatim after `%XX` decoding, so `%20` is a space; e.g.
 //!   `retry_after_raw=10000000000000000000`, `retry_after_raw=soon`);
-//! - `drop_after=N`, `stall_after=N`, `error_after=N` (after N text chunks), `malformed`.
+//! - `drop_after=N`, `stall_after=N`, `error_after=N` (after N text chunks), `malformed`;
+//! - `fail=MODEL:HOW,MODEL:HOW…` — only requests for MODEL misbehave, as HOW says: a
+//!   status (`503`), `empty` (a proper stream with no text), `stall` (silence before
+//!   the first text), `dropN` / `errorN` (cut after N text chunks). Other models answer
+//!   normally: a fallback chain's models, one prompt.
 //!
 //! Misbehaving providers (the hardening tests):
 //! - `hugeline=BYTES` — after `huge_after=N` text chunks (default 0), one `data:` line of
@@ -193,6 +197,33 @@ impl Scenario {
         }
     }
 
+    /// `fail=MODEL:HOW,…`: this scenario, misbehaving as HOW, when the request names
+    /// MODEL (the `fail` option itself dropped).
+    fn failing_model(&self, request: &Value) -> Option<Scenario> {
+        let model = request.get("model")?.as_str()?;
+        let how = self
+            .options
+            .get("fail")?
+            .split(',')
+            .filter_map(|entry| entry.rsplit_once(':'))
+            .find(|(name, _)| *name == model)?
+            .1;
+        let (name, value) = match how {
+            "empty" => ("chunks", "0".to_owned()),
+            "stall" => ("stall_after", "0".to_owned()),
+            _ if how.starts_with("drop") => ("drop_after", how[4..].to_owned()),
+            _ if how.starts_with("error") => ("error_after", how[5..].to_owned()),
+            status => ("status", status.to_owned()),
+        };
+        let mut options = self.options.clone();
+        options.remove("fail");
+        options.insert(name.to_owned(), value);
+        Some(Scenario {
+            shape: self.shape.clone(),
+            options,
+        })
+    }
+
     fn flag(&self, name: &str) -> bool {
         self.options.contains_key(name)
     }
@@ -211,6 +242,9 @@ impl Scenario {
     pub fn plan(&self, request: &Value, key: &str, attempt: u32) -> Plan {
         if let Some(plan) = refusal_for_key(key) {
             return plan;
+        }
+        if let Some(failing) = self.failing_model(request) {
+            return failing.plan(request, key, attempt);
         }
         let times = self.number("times").unwrap_or(u64::MAX);
         if u64::from(attempt) <= times {

@@ -71,6 +71,10 @@ pub enum LlmError {
 
     #[error("服务器正在关闭，本次回答已中止")]
     Shutdown,
+
+    /// The stream ended properly but without a word.
+    #[error("模型服务返回了空回答")]
+    EmptyAnswer,
 }
 
 fn rate_limited_message(retry_after: Option<Duration>, cap: Duration) -> String {
@@ -102,7 +106,53 @@ impl LlmError {
             | LlmError::InStream(_)
             | LlmError::Protocol(_)
             | LlmError::TooLong(_)
+            | LlmError::Shutdown
+            | LlmError::EmptyAnswer => false,
+        }
+    }
+
+    /// Whether the next model of a fallback chain should take over: this provider or
+    /// model cannot serve now (limits after the retries, 5xx, no first token, no
+    /// connection, no balance, no access to the model, garbage, an empty answer, a
+    /// break mid-answer). Not when the request itself is at fault or must not go on
+    /// elsewhere: 400s, a rejected key (a configuration to fix, not to hide), the
+    /// answer's time cap, shutdown.
+    pub fn falls_back(&self) -> bool {
+        match self {
+            LlmError::RateLimited { .. }
+            | LlmError::KeysCooling { .. }
+            | LlmError::Connect(_)
+            | LlmError::FirstTokenTimeout(_)
+            | LlmError::IdleTimeout(_)
+            | LlmError::Disconnected
+            | LlmError::QuotaExhausted { .. }
+            | LlmError::Forbidden { .. }
+            | LlmError::InStream(_)
+            | LlmError::Protocol(_)
+            | LlmError::EmptyAnswer => true,
+            LlmError::Api { status, .. } => *status >= 500,
+            LlmError::KeyRejected { .. }
+            | LlmError::NoUsableKey
+            | LlmError::TooLong(_)
             | LlmError::Shutdown => false,
+        }
+    }
+
+    /// Why the chain moved on, for the `fallback` frame: 已切换到 X（这里的原因）.
+    pub fn fallback_reason(&self) -> String {
+        match self {
+            LlmError::RateLimited { .. } | LlmError::KeysCooling { .. } => "限流".to_owned(),
+            LlmError::Connect(_) => "无法连接".to_owned(),
+            LlmError::FirstTokenTimeout(_) => "首字超时".to_owned(),
+            LlmError::IdleTimeout(_) => "输出停滞".to_owned(),
+            LlmError::Disconnected => "连接中断".to_owned(),
+            LlmError::QuotaExhausted { .. } => "额度用尽".to_owned(),
+            LlmError::Forbidden { .. } => "无权使用该模型".to_owned(),
+            LlmError::InStream(_) => "输出中途报错".to_owned(),
+            LlmError::Protocol(_) => "返回数据异常".to_owned(),
+            LlmError::EmptyAnswer => "空回答".to_owned(),
+            LlmError::Api { status, .. } => format!("服务不可用，HTTP {status}"),
+            other => other.retry_reason(),
         }
     }
 
@@ -127,9 +177,10 @@ impl LlmError {
                 ErrorCode::Timeout
             }
             LlmError::Connect(_) | LlmError::Disconnected => ErrorCode::Disconnected,
-            LlmError::Api { .. } | LlmError::InStream(_) | LlmError::Forbidden { .. } => {
-                ErrorCode::Upstream
-            }
+            LlmError::Api { .. }
+            | LlmError::InStream(_)
+            | LlmError::Forbidden { .. }
+            | LlmError::EmptyAnswer => ErrorCode::Upstream,
             LlmError::Protocol(_) => ErrorCode::Protocol,
             LlmError::Shutdown => ErrorCode::Shutdown,
         }
@@ -195,5 +246,40 @@ mod tests {
         assert!(!api(400).is_retryable());
         assert!(!api(404).is_retryable());
         assert!(!LlmError::IdleTimeout(120).is_retryable());
+    }
+
+    #[test]
+    fn the_chain_moves_on_for_the_provider_never_for_the_request() {
+        let api = |status| LlmError::Api {
+            status,
+            detail: String::new(),
+        };
+        for moves in [
+            api(500),
+            api(503),
+            LlmError::Connect("refused".into()),
+            LlmError::FirstTokenTimeout(5),
+            LlmError::EmptyAnswer,
+            LlmError::KeysCooling {
+                wait: Duration::from_secs(5),
+                cap: Duration::from_secs(60),
+            },
+        ] {
+            assert!(moves.falls_back(), "{moves:?}");
+        }
+        for stops in [
+            api(400),
+            api(404),
+            api(422),
+            LlmError::KeyRejected {
+                status: 401,
+                detail: String::new(),
+            },
+            LlmError::NoUsableKey,
+            LlmError::TooLong(1800),
+            LlmError::Shutdown,
+        ] {
+            assert!(!stops.falls_back(), "{stops:?}");
+        }
     }
 }

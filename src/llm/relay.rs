@@ -7,6 +7,7 @@
 //! generated; when the frame receiver is dropped the task ends at once, dropping the
 //! provider connection, and logs the partial usage.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +38,9 @@ pub type FrameStream = BoxStream<'static, Frame>;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     pub ended: Ended,
+    /// The model that answered: the last one tried when a fallback chain moved on.
+    pub provider: String,
+    pub model: String,
     pub usage: Usage,
     /// Our tiktoken count of the reasoning text (providers report it inconsistently).
     pub reasoning_tokens: u32,
@@ -169,7 +173,10 @@ enum End {
 /// The `finish_reason` of an answer stopped on request.
 pub const STOPPED: &str = "stopped";
 
-/// Opens the provider stream and relays it into `session` until it ends.
+/// Relays the answer of `job`, moving along its fallback chain while nothing has been
+/// sent: when a model fails in a way that another may not ([`LlmError::falls_back`]),
+/// or answers nothing, the next model of the chain is asked, and a `fallback` frame
+/// says so.
 async fn drive(
     client: &LlmClient,
     job: &ChatJob,
@@ -186,13 +193,61 @@ async fn drive(
         deadline: later(session.started, limits.max_stream),
         cap: limits.max_stream,
     };
+    let mut chain = job.model.chain.fallback.iter();
+    let mut current = Cow::Borrowed(job);
+    loop {
+        let end = attempt(client, &current, session, &mut stops).await;
+        let err = match end {
+            End::Finished if !session.has_text() => LlmError::EmptyAnswer,
+            End::Failed(err) if err.falls_back() && !session.has_text() => err,
+            other => return other,
+        };
+        let Some(next) = chain.find_map(|next| super::request::fallback(config, job, next))
+        else {
+            return match err {
+                LlmError::EmptyAnswer => End::Finished,
+                err => End::Failed(err),
+            };
+        };
+        let reason = err.fallback_reason();
+        tracing::warn!(
+            from = %current.model.id,
+            to = %next.model.id,
+            "falling back: {}",
+            client.describe(&current.provider, &err).escape_debug()
+        );
+        let frame = Frame::Fallback {
+            provider: next.provider.clone(),
+            model: next.model.id.clone(),
+            reason,
+            continues: false,
+        };
+        if let Err(end) = deliver(tx, frame, limits.client_stall).await {
+            return end;
+        }
+        session.switch(&next);
+        current = Cow::Owned(next);
+    }
+}
+
+/// One model's turn: opens its stream (with retries and key rotation) and relays it
+/// into `session` until it ends.
+async fn attempt(
+    client: &LlmClient,
+    job: &ChatJob,
+    session: &mut Session,
+    stops: &mut Stops<'_>,
+) -> End {
+    let config = client.config();
+    let limits = &config.limits;
+    let tx = stops.tx;
     let opening = client.open_with_retry(job, |wait| announce_retry(tx, wait));
     let (opened, attempts) = match stops.race(opening).await {
         Ok(opened) => opened,
         Err(end) => return end,
     };
-    tracing::Span::current().record("attempts", attempts);
-    session.attempts = attempts;
+    session.attempts += attempts;
+    tracing::Span::current().record("attempts", session.attempts);
     let mut upstream = match opened {
         Ok(opened) => opened,
         Err(err) => return End::Failed(err),
@@ -281,8 +336,12 @@ struct Session {
     finish_reason: Option<String>,
     provider_usage: Option<WireUsage>,
     prompt_estimate: u32,
+    /// The model answering, and its prices.
+    provider: String,
+    model: String,
     price: Price,
-    /// Attempts made to open the stream, and the key that answered.
+    /// Attempts made to open the stream (over every model tried), and the key that
+    /// answered.
     attempts: u32,
     key: Option<usize>,
 }
@@ -298,10 +357,22 @@ impl Session {
             finish_reason: None,
             provider_usage: None,
             prompt_estimate: job.prompt_tokens,
+            provider: job.provider.clone(),
+            model: job.model.id.clone(),
             price: job.model.price,
             attempts: 0,
             key: None,
         }
+    }
+
+    /// The next model of the chain answers from here: its prices apply.
+    fn switch(&mut self, job: &ChatJob) {
+        self.provider = job.provider.clone();
+        self.model = job.model.id.clone();
+        self.price = job.model.price;
+        self.key = None;
+        self.finish_reason = None;
+        self.provider_usage = None;
     }
 
     /// Folds one provider event in; returns the frame to send, if any.
@@ -464,6 +535,8 @@ impl Session {
     fn report(&self, ended: Ended, usage: Usage) -> Report {
         Report {
             ended,
+            provider: self.provider.clone(),
+            model: self.model.clone(),
             cost: self
                 .price
                 .charge(usage.prompt_tokens, usage.completion_tokens),

@@ -1,7 +1,7 @@
 //! From a client's request body to a [`ChatJob`] the client can run: parsed, checked
 //! against the configuration, defaults filled in. Every refusal names the problem.
 
-use super::config::{LlmConfig, Model, Provider, Thinking};
+use super::config::{LlmConfig, Model, ModelRef, Provider, Thinking};
 use crate::protocol::{ChatMessage, ChatRequest, Rejection};
 
 /// A validated request, ready to send.
@@ -227,6 +227,53 @@ pub fn fit_context(mut job: ChatJob, prompt_tokens: u32) -> Result<ChatJob, Reje
     job.prompt_tokens = prompt_tokens;
     job.max_tokens = job.max_tokens.min(window - prompt_tokens);
     Ok(job)
+}
+
+/// `job` for `next`, a model of its fallback chain: the same conversation and
+/// parameters within that model's limits (深度思考 kept where it can think); `None` if
+/// it cannot take it (not served here, or the prompt does not fit its window).
+pub fn fallback(config: &LlmConfig, job: &ChatJob, next: &ModelRef) -> Option<ChatJob> {
+    let provider = config.provider(&next.provider)?;
+    let model = provider.model(&next.model)?;
+    let thinking = job.thinking.filter(|_| model.shaping.can_think());
+    let model = thinking_model(provider, model, thinking).ok()?;
+    let candidate = ChatJob {
+        provider: provider.id.clone(),
+        base_url: provider.base_url.clone(),
+        max_tokens: job.max_tokens.min(model.max_output_tokens),
+        model,
+        thinking,
+        ..job.clone()
+    };
+    let fitted = fit_context(candidate, job.prompt_tokens);
+    if let Err(refused) = &fitted {
+        tracing::warn!(fallback = %next, "fallback skipped: {}", refused.message);
+    }
+    fitted.ok()
+}
+
+/// The most `job` can cost whichever model of its chain answers: what a budget must
+/// reserve. A chain that continues cut answers may bill two legs: the prompt twice, and
+/// at most `max_tokens` of output between them (the continuation carries the first
+/// leg's text as input too).
+pub fn worst_case(config: &LlmConfig, job: &ChatJob) -> crate::protocol::Yuan {
+    let chain: Vec<ChatJob> = job
+        .model
+        .chain
+        .fallback
+        .iter()
+        .filter_map(|next| fallback(config, job, next))
+        .collect();
+    let prices = std::iter::once(job).chain(&chain).map(|j| j.model.price);
+    let input = prices.clone().map(|p| p.input_micro_per_m).max().unwrap_or(0);
+    let output = prices.map(|p| p.output_micro_per_m).max().unwrap_or(0);
+    let continues = chain.iter().any(|j| j.model.chain.continuation.is_some());
+    let prompt = if continues {
+        job.prompt_tokens.saturating_mul(2).saturating_add(job.max_tokens)
+    } else {
+        job.prompt_tokens
+    };
+    super::cost::Price::new(input, output).charge(prompt, job.max_tokens)
 }
 
 #[cfg(test)]

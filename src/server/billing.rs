@@ -68,8 +68,6 @@ pub async fn start(
     let row = Pending {
         at_ms,
         code_id: caller.code_id(),
-        provider: job.provider.clone(),
-        model: job.model.id.clone(),
     };
     let (frames, report) = state.llm.stream_reported(job, control);
     tokio::spawn(settle(state.clone(), reservation, row, report));
@@ -98,7 +96,7 @@ async fn reserve(
 ) -> Result<Reservation, Turned> {
     let request = ReserveRequest {
         code_id: caller.code_id(),
-        amount: job.model.price.charge(job.prompt_tokens, job.max_tokens),
+        amount: crate::llm::request::worst_case(state.llm.config(), job),
         now: unix_now(),
     };
     match state.store.reserve(request).await {
@@ -126,8 +124,6 @@ async fn reserve(
 struct Pending {
     at_ms: i64,
     code_id: Option<i64>,
-    provider: String,
-    model: String,
 }
 
 /// Waits for the chat's report, settles its reservation and records its row.
@@ -154,8 +150,9 @@ async fn settle(
     state.ledger.record(LedgerRow {
         at_ms: pending.at_ms,
         code_id: pending.code_id,
-        provider: pending.provider,
-        model: pending.model,
+        // The model that answered (the last of a fallback chain that moved on).
+        provider: report.provider,
+        model: report.model,
         key_id: report.key_id,
         prompt_tokens: report.usage.prompt_tokens,
         completion_tokens: report.usage.completion_tokens,

@@ -3,6 +3,7 @@
 mod support;
 
 mod abuse;
+mod chain;
 mod chat_sse;
 mod cuts;
 mod resume;
