@@ -182,7 +182,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    let router = Router::new().route("/v1/chat/completions", post(completions));
+    // `/beta`: DeepSeek's prefix completion lives at its beta base URL.
+    let router = Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/beta/chat/completions", post(completions));
     let router = match shared.mode {
         Mode::Demo => router,
         Mode::Scripted(_) => router.route("/__fake/requests", get(list_records)),

@@ -38,6 +38,12 @@
 //!   its `finish_reason` chunk (and usage chunk) but never `[DONE]`, an error body never
 //!   ends.
 //!
+//! A request whose last message is the assistant's (a cut answer to continue: DeepSeek's
+//! `prefix`, DashScope's `partial`, or a plain assistant prefix) gets the rest of the
+//! answer the marker would give, starting a few characters before the end of that text
+//! (0 or 2–8 of them, fixed by its length): a continuation that repeats itself at the
+//! seam, as real models do, for the relay to trim.
+//!
 //! Every number is bounded, so a marker cannot make the fake allocate gigabytes or wait
 //! for ever: a larger value (even one too large for a u64) counts as the maximum below.
 //!
@@ -125,6 +131,34 @@ fn last_user_content(request: &Value) -> Option<&str> {
         .rev()
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
     last_user.get("content")?.as_str()
+}
+
+/// The text of a trailing assistant message: a cut answer to continue.
+fn assistant_prefix(request: &Value) -> Option<&str> {
+    let last = request.get("messages")?.as_array()?.last()?;
+    if last.get("role").and_then(Value::as_str) != Some("assistant") {
+        return None;
+    }
+    last.get("content")?.as_str()
+}
+
+/// The rest of `answer` after `prefix`, starting a few characters back (the repeat at
+/// the seam); the whole answer again if `prefix` is not its start.
+pub fn continued(answer: &str, prefix: &str) -> Vec<String> {
+    let Some(rest) = answer.strip_prefix(prefix) else {
+        return pieces(answer);
+    };
+    let sent = prefix.chars().count();
+    // 0, or 2 to 8 characters (a one-character overlap is no repeat: the relay keeps it).
+    let repeat = match ((sent * 7) % 9).min(sent) {
+        1 => 0,
+        n => n,
+    };
+    let start = prefix
+        .char_indices()
+        .nth(sent - repeat)
+        .map_or(prefix.len(), |(at, _)| at);
+    pieces(&format!("{}{rest}", &prefix[start..]))
 }
 
 /// The largest value each numeric option may take; `None` for the ones that are only
@@ -354,7 +388,8 @@ impl Scenario {
                 .and_then(Value::as_bool)
                 == Some(true);
 
-        let reasoning: Vec<String> = if self.shape == "reasoner" {
+        let prefix = assistant_prefix(request);
+        let reasoning: Vec<String> = if self.shape == "reasoner" && prefix.is_none() {
             pieces(REASONING)
         } else {
             Vec::new()
@@ -368,6 +403,10 @@ impl Scenario {
                 pieces(&demo_answer(last_user_content(request).unwrap_or_default()))
             }
             None => pieces(ANSWER),
+        };
+        let answer = match prefix {
+            Some(prefix) => continued(&answer.concat(), prefix),
+            None => answer,
         };
         let prompt_tokens = prompt_size(request);
         let completion_tokens = (reasoning.len() + answer.len()) as u64;

@@ -27,7 +27,7 @@ use super::keys::key_id;
 use super::request::ChatJob;
 use super::tokens;
 use super::wire::{UpstreamEvent, WireUsage};
-use crate::protocol::{ErrorCode, Frame, Timing, Usage, UsageSource, Yuan};
+use crate::protocol::{Cost, ErrorCode, Frame, Timing, Usage, UsageSource, Yuan};
 
 /// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
 pub type FrameStream = BoxStream<'static, Frame>;
@@ -197,42 +197,67 @@ async fn drive(
     let mut current = Cow::Borrowed(job);
     loop {
         let end = attempt(client, &current, session, &mut stops).await;
-        let err = match end {
-            End::Finished if !session.has_text() => LlmError::EmptyAnswer,
-            End::Failed(err) if err.falls_back() && !session.has_text() => err,
+        let (err, cut) = match end {
+            End::Finished if !session.has_text() => (LlmError::EmptyAnswer, false),
+            End::Failed(err) if err.falls_back() && !session.has_text() => (err, false),
+            // Cut mid-answer: a model of the chain that can continue finishes it.
+            End::Failed(err) if err.falls_back() && !session.text.is_empty() => (err, true),
             other => return other,
         };
-        let Some(next) = chain.find_map(|next| super::request::fallback(config, job, next))
-        else {
+        let next = if cut {
+            let completion = tokens::count_text(&session.text);
+            chain.find_map(|next| {
+                super::request::continuation(config, job, next, &session.text, completion)
+            })
+        } else {
+            chain.find_map(|next| super::request::fallback(config, job, next))
+        };
+        let Some(next) = next else {
             return match err {
                 LlmError::EmptyAnswer => End::Finished,
                 err => End::Failed(err),
             };
         };
-        let reason = err.fallback_reason();
         tracing::warn!(
             from = %current.model.id,
             to = %next.model.id,
+            continues = cut,
             "falling back: {}",
             client.describe(&current.provider, &err).escape_debug()
         );
         let frame = Frame::Fallback {
             provider: next.provider.clone(),
             model: next.model.id.clone(),
-            reason,
-            continues: false,
+            reason: err.fallback_reason(),
+            continues: cut,
         };
         if let Err(end) = deliver(tx, frame, limits.client_stall).await {
             return end;
         }
-        session.switch(&next);
+        session.switch(&next, cut);
         current = Cow::Owned(next);
     }
 }
 
 /// One model's turn: opens its stream (with retries and key rotation) and relays it
-/// into `session` until it ends.
+/// into `session` until it ends; text a continuation's seam still holds goes out last.
 async fn attempt(
+    client: &LlmClient,
+    job: &ChatJob,
+    session: &mut Session,
+    stops: &mut Stops<'_>,
+) -> End {
+    let end = relay_turn(client, job, session, stops).await;
+    match session.flush_seam() {
+        Some(frame) => match deliver(stops.tx, frame, client.config().limits.client_stall).await {
+            Ok(()) => end,
+            Err(gone) => gone,
+        },
+        None => end,
+    }
+}
+
+async fn relay_turn(
     client: &LlmClient,
     job: &ChatJob,
     session: &mut Session,
@@ -344,6 +369,13 @@ struct Session {
     /// answered.
     attempts: u32,
     key: Option<usize>,
+    /// Earlier legs of a continued answer: each model's prices and usage.
+    legs: Vec<(Price, Usage)>,
+    /// Where this leg's text and reasoning begin (a continuation bills its own).
+    leg_text_from: usize,
+    leg_reasoning_from: usize,
+    /// A continuation's joint, while it may still repeat the end of what was sent.
+    seam: Option<Seam>,
 }
 
 impl Session {
@@ -362,11 +394,24 @@ impl Session {
             price: job.model.price,
             attempts: 0,
             key: None,
+            legs: Vec::new(),
+            leg_text_from: 0,
+            leg_reasoning_from: 0,
+            seam: None,
         }
     }
 
-    /// The next model of the chain answers from here: its prices apply.
-    fn switch(&mut self, job: &ChatJob) {
+    /// The next model of the chain answers from here: its prices apply. When it
+    /// continues a cut answer (`continues`), what the last model sent is billed as a leg
+    /// of its own and the new one's first text is checked at the seam.
+    fn switch(&mut self, job: &ChatJob, continues: bool) {
+        if continues {
+            self.legs.push((self.price, self.leg_usage()));
+            self.leg_text_from = self.text.len();
+            self.leg_reasoning_from = self.reasoning.len();
+            self.seam = Some(Seam::after(&self.text));
+            self.prompt_estimate = job.prompt_tokens;
+        }
         self.provider = job.provider.clone();
         self.model = job.model.id.clone();
         self.price = job.model.price;
@@ -375,15 +420,50 @@ impl Session {
         self.provider_usage = None;
     }
 
+    /// What the seam still holds when the continuation ends: it goes out as it is (minus
+    /// a repeat of what was sent).
+    fn flush_seam(&mut self) -> Option<Frame> {
+        let rest = self.seam.take()?.release();
+        self.chunk(rest)
+    }
+
+    /// A chunk frame for `content`, with the next `seq`; nothing for no text.
+    fn chunk(&mut self, content: String) -> Option<Frame> {
+        if content.is_empty() {
+            return None;
+        }
+        self.text.push_str(&content);
+        let frame = Frame::Chunk {
+            seq: self.seq,
+            content,
+        };
+        self.count_frame();
+        Some(frame)
+    }
+
+    /// One more text frame: the sequence goes on, the first one is timed.
+    fn count_frame(&mut self) {
+        self.seq += 1;
+        if self.first_token.is_none() {
+            let first = self.started.elapsed();
+            self.first_token = Some(first);
+            tracing::Span::current().record("first_token_ms", millis(first));
+        }
+    }
+
     /// Folds one provider event in; returns the frame to send, if any.
     fn apply(&mut self, event: UpstreamEvent) -> Option<Frame> {
         let frame = match event {
             UpstreamEvent::Content(content) => {
-                self.text.push_str(&content);
-                Frame::Chunk {
-                    seq: self.seq,
-                    content,
-                }
+                let content = match &mut self.seam {
+                    None => content,
+                    Some(seam) => {
+                        let released = seam.feed(&content)?;
+                        self.seam = None;
+                        released
+                    }
+                };
+                return self.chunk(content);
             }
             UpstreamEvent::Reasoning(content) => {
                 self.reasoning.push_str(&content);
@@ -403,12 +483,7 @@ impl Session {
             }
             UpstreamEvent::Done | UpstreamEvent::Error(_) => return None,
         };
-        self.seq += 1;
-        if self.first_token.is_none() {
-            let first = self.started.elapsed();
-            self.first_token = Some(first);
-            tracing::Span::current().record("first_token_ms", millis(first));
-        }
+        self.count_frame();
         Some(frame)
     }
 
@@ -416,11 +491,12 @@ impl Session {
         self.seq > 0
     }
 
-    /// The provider's numbers when it gave them, our tiktoken estimate otherwise.
-    /// The completion is counted once, on the whole text, never per chunk.
-    fn usage(&self) -> Usage {
-        let estimate =
-            tokens::count_text(&self.reasoning).saturating_add(tokens::count_text(&self.text));
+    /// This leg's usage: the provider's numbers when it gave them, our tiktoken estimate
+    /// otherwise. The completion is counted once, on the whole text, never per chunk.
+    fn leg_usage(&self) -> Usage {
+        let reasoning = &self.reasoning[self.leg_reasoning_from..];
+        let text = &self.text[self.leg_text_from..];
+        let estimate = tokens::count_text(reasoning).saturating_add(tokens::count_text(text));
         let span = tracing::Span::current();
         span.record("completion_estimate", estimate);
         let usage = match self.provider_usage {
@@ -445,10 +521,53 @@ impl Session {
         usage
     }
 
+    /// Every leg's usage and prices, this one last.
+    fn billed_legs(&self) -> Vec<(Price, Usage)> {
+        let mut legs = self.legs.clone();
+        legs.push((self.price, self.leg_usage()));
+        legs
+    }
+
+    /// The answer's usage (every leg's, added) and its exact cost (each leg at its
+    /// model's prices).
+    fn bill(&self) -> (Usage, Cost) {
+        let legs = self.billed_legs();
+        let add = |a: u32, b: u32| a.saturating_add(b);
+        let usage = legs.iter().map(|(_, u)| u).fold(
+            Usage {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                total_tokens: 0,
+                // The provider's figures only if every leg had them.
+                source: UsageSource::Provider,
+            },
+            |sum, u| Usage {
+                prompt_tokens: add(sum.prompt_tokens, u.prompt_tokens),
+                completion_tokens: add(sum.completion_tokens, u.completion_tokens),
+                total_tokens: add(sum.total_tokens, u.total_tokens),
+                source: match u.source {
+                    UsageSource::Tiktoken => UsageSource::Tiktoken,
+                    UsageSource::Provider => sum.source,
+                },
+            },
+        );
+        let yuan = |part: fn(&Price, &Usage) -> Yuan| {
+            legs.iter().fold(Yuan(0), |sum, (p, u)| sum + part(p, u))
+        };
+        let input = yuan(|p, u| Yuan::of_tokens(u.prompt_tokens, p.input_micro_per_m));
+        let output = yuan(|p, u| Yuan::of_tokens(u.completion_tokens, p.output_micro_per_m));
+        let cost = Cost {
+            currency: "CNY".into(),
+            input: input.to_string(),
+            output: output.to_string(),
+            total: (input + output).to_string(),
+        };
+        (usage, cost)
+    }
+
     /// Ends the answer with `done`: finished by the provider, or `stopped` on request.
     async fn done(self, tx: &mpsc::Sender<Frame>, stopped: Option<&str>) -> Report {
-        let usage = self.usage();
-        let cost = self.price.cost(&usage);
+        let (usage, cost) = self.bill();
         let finish_reason = stopped
             .map(str::to_owned)
             .or_else(|| self.finish_reason.clone())
@@ -465,7 +584,7 @@ impl Session {
             total_ms = millis(self.started.elapsed()),
             "chat {outcome}"
         );
-        let report = self.report(ended, usage.clone());
+        let report = self.report(ended, usage.clone(), &cost);
         let frame = Frame::Done {
             finish_reason,
             usage,
@@ -485,8 +604,7 @@ impl Session {
     ) -> Report {
         // Text already sent is billed: report what it cost.
         let (usage, cost) = if self.has_text() {
-            let usage = self.usage();
-            let cost = self.price.cost(&usage);
+            let (usage, cost) = self.bill();
             (Some(usage), Some(cost))
         } else {
             (None, None)
@@ -504,7 +622,17 @@ impl Session {
             total_tokens: 0,
             source: UsageSource::Tiktoken,
         });
-        let report = self.report(Ended::Failed(err.code()), billed);
+        let free = Cost {
+            currency: "CNY".into(),
+            input: "0".into(),
+            output: "0".into(),
+            total: "0".into(),
+        };
+        let report = self.report(
+            Ended::Failed(err.code()),
+            billed,
+            cost.as_ref().unwrap_or(&free),
+        );
         let frame = Frame::Error {
             code: err.code(),
             message,
@@ -518,8 +646,7 @@ impl Session {
 
     /// The browser went away: the provider connection is dropped with this task.
     fn cancelled(self) -> Report {
-        let usage = self.usage();
-        let cost = self.price.cost(&usage);
+        let (usage, cost) = self.bill();
         let span = tracing::Span::current();
         span.record("cost", cost.total.as_str());
         span.record("outcome", "cancelled");
@@ -528,18 +655,16 @@ impl Session {
             cost = %cost.total,
             "client went away; upstream dropped (partial usage above)"
         );
-        self.report(Ended::Stopped, usage)
+        self.report(Ended::Stopped, usage, &cost)
     }
 
-    /// The chat's report, for `usage` as billed.
-    fn report(&self, ended: Ended, usage: Usage) -> Report {
+    /// The chat's report, for `usage` and `cost` as billed.
+    fn report(&self, ended: Ended, usage: Usage, cost: &Cost) -> Report {
         Report {
             ended,
             provider: self.provider.clone(),
             model: self.model.clone(),
-            cost: self
-                .price
-                .charge(usage.prompt_tokens, usage.completion_tokens),
+            cost: Yuan::parse(&cost.total).unwrap_or_default(),
             reasoning_tokens: tokens::count_text(&self.reasoning),
             usage,
             key_id: self.key.map(key_id),
@@ -554,6 +679,57 @@ impl Session {
             first_token_ms: self.first_token.map(millis),
             total_ms: millis(self.started.elapsed()),
         }
+    }
+}
+
+/// The joint of a continued answer. A model asked to go on from a text often starts by
+/// repeating its last words; the continuation's first text is held while it could still
+/// be such a repeat (it occurs in the end of what was sent), then the longest repeat of
+/// at least [`Seam::MIN_REPEAT`] characters is cut from its start.
+#[derive(Debug)]
+struct Seam {
+    /// The last [`Seam::WINDOW`] characters sent.
+    tail: String,
+    held: String,
+}
+
+impl Seam {
+    const WINDOW: usize = 200;
+    /// Shorter coincidences are left alone (a continuation may well begin with "的").
+    const MIN_REPEAT: usize = 2;
+
+    fn after(sent: &str) -> Seam {
+        let chars = sent.chars().count();
+        let start = sent
+            .char_indices()
+            .nth(chars.saturating_sub(Self::WINDOW))
+            .map_or(0, |(at, _)| at);
+        Seam {
+            tail: sent[start..].to_owned(),
+            held: String::new(),
+        }
+    }
+
+    /// Takes the continuation's next text: `None` while it may still be a repeat, else
+    /// everything held so far, with the repeat cut.
+    fn feed(&mut self, text: &str) -> Option<String> {
+        self.held.push_str(text);
+        let still_repeating =
+            self.tail.contains(self.held.as_str()) && self.held.chars().count() < Self::WINDOW;
+        (!still_repeating).then(|| self.release())
+    }
+
+    /// What is held, minus the longest start of it that ends what was sent.
+    fn release(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        let repeat = held
+            .char_indices()
+            .map(|(at, c)| at + c.len_utf8())
+            .filter(|&end| self.tail.ends_with(&held[..end]))
+            .filter(|&end| held[..end].chars().count() >= Self::MIN_REPEAT)
+            .last()
+            .unwrap_or(0);
+        held[repeat..].to_owned()
     }
 }
 
@@ -599,7 +775,11 @@ mod tests {
     use crate::llm::config::Model;
 
     fn session() -> Session {
-        let job = ChatJob {
+        Session::new(&job())
+    }
+
+    fn job() -> ChatJob {
+        ChatJob {
             provider: "p".into(),
             base_url: "http://127.0.0.1:9".into(),
             model: Model {
@@ -617,8 +797,8 @@ mod tests {
             seed: None,
             thinking: None,
             prompt_tokens: 7,
-        };
-        Session::new(&job)
+            continued: None,
+        }
     }
 
     #[test]
@@ -655,11 +835,72 @@ mod tests {
     }
 
     #[test]
+    fn a_repeat_at_the_seam_is_cut_and_only_a_repeat() {
+        let cases = [
+            // (sent, continuation pieces, what goes out)
+            (
+                "第一段。第二段",
+                &["第二段", "。第三段。"][..],
+                "。第三段。",
+            ),
+            (
+                "我们来看看",
+                &["来看", "看代码", "：fn main"],
+                "代码：fn main",
+            ),
+            ("结束了。", &["新的一段"], "新的一段"),
+            // One character in common is a coincidence, not a repeat.
+            ("好的", &["的确如此"], "的确如此"),
+            // The whole continuation repeats: nothing new goes out.
+            ("abcdef", &["def"], ""),
+        ];
+        for (sent, pieces, expected) in cases {
+            let mut seam = Seam::after(sent);
+            let mut out = String::new();
+            let mut open = true;
+            for piece in pieces {
+                if open {
+                    if let Some(released) = seam.feed(piece) {
+                        out.push_str(&released);
+                        open = false;
+                    }
+                } else {
+                    out.push_str(piece);
+                }
+            }
+            if open {
+                out.push_str(&seam.release());
+            }
+            assert_eq!(out, expected, "{sent:?} + {pieces:?}");
+        }
+    }
+
+    #[test]
+    fn a_continued_answer_bills_each_leg_at_its_prices() {
+        let mut s = session();
+        s.apply(UpstreamEvent::Content("前半段".into()));
+        let mut next = ChatJob {
+            prompt_tokens: 9,
+            ..job()
+        };
+        next.model.price = Price::new(1_000_000, 1_000_000);
+        s.switch(&next, true);
+        s.apply(UpstreamEvent::Content("半段后半".into()));
+        assert!(s.flush_seam().is_none());
+        assert_eq!(s.text, "前半段后半", "the repeated 半段 is cut at the seam");
+        let (usage, cost) = s.bill();
+        let first = Price::new(2_000_000, 3_000_000).charge(7, tokens::count_text("前半段"));
+        let second = Price::new(1_000_000, 1_000_000).charge(9, tokens::count_text("后半"));
+        assert_eq!(Yuan::parse(&cost.total), Some(first + second));
+        assert_eq!(usage.prompt_tokens, 16);
+    }
+
+    #[test]
     fn provider_usage_wins_and_the_last_one_counts() {
         let mut s = session();
         s.apply(UpstreamEvent::Content("hello".into()));
-        assert_eq!(s.usage().source, UsageSource::Tiktoken);
-        assert_eq!(s.usage().completion_tokens, 1);
+        assert_eq!(s.leg_usage().source, UsageSource::Tiktoken);
+        assert_eq!(s.leg_usage().completion_tokens, 1);
         for completion in [1, 2, 3] {
             s.apply(UpstreamEvent::Usage(WireUsage {
                 prompt_tokens: 10,
@@ -667,7 +908,7 @@ mod tests {
                 total_tokens: None,
             }));
         }
-        let usage = s.usage();
+        let usage = s.leg_usage();
         assert_eq!(
             (
                 usage.prompt_tokens,

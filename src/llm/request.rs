@@ -1,7 +1,7 @@
 //! From a client's request body to a [`ChatJob`] the client can run: parsed, checked
 //! against the configuration, defaults filled in. Every refusal names the problem.
 
-use super::config::{LlmConfig, Model, ModelRef, Provider, Thinking};
+use super::config::{Continuation, LlmConfig, Model, ModelRef, Provider, Thinking};
 use crate::protocol::{ChatMessage, ChatRequest, Rejection};
 
 /// A validated request, ready to send.
@@ -20,6 +20,15 @@ pub struct ChatJob {
     pub thinking: Option<bool>,
     /// Our tiktoken count of the prompt, made once (off the async workers).
     pub prompt_tokens: u32,
+    /// A cut answer this job continues: sent after the history as the assistant's text.
+    pub continued: Option<Continued>,
+}
+
+/// The text a continuation goes on from, and how the model is told so.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Continued {
+    pub mode: Continuation,
+    pub text: String,
 }
 
 fn reject(code: &str, field: Option<String>, message: String) -> Rejection {
@@ -90,6 +99,7 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         seed: request.seed.or(config.defaults.seed),
         thinking: request.thinking,
         prompt_tokens: 0,
+        continued: None,
     })
 }
 
@@ -252,6 +262,40 @@ pub fn fallback(config: &LlmConfig, job: &ChatJob, next: &ModelRef) -> Option<Ch
     fitted.ok()
 }
 
+/// `job`'s cut answer, `sent` so far (`completion` tokens of it), to be finished by
+/// `next` of its chain: `None` unless that model can continue one (`continue = …` in
+/// its row) and everything fits its window. DeepSeek's prefix completion is asked at its
+/// beta base URL.
+pub fn continuation(
+    config: &LlmConfig,
+    job: &ChatJob,
+    next: &ModelRef,
+    sent: &str,
+    completion: u32,
+) -> Option<ChatJob> {
+    let mut next_job = fallback(config, job, next)?;
+    let mode = next_job.model.chain.continuation?;
+    if mode == Continuation::Prefix {
+        next_job.base_url = beta_url(&next_job.base_url);
+    }
+    let prompt = job
+        .prompt_tokens
+        .saturating_add(super::tokens::count_text(sent));
+    next_job.max_tokens = job.max_tokens.saturating_sub(completion).max(1);
+    next_job.continued = Some(Continued {
+        mode,
+        text: sent.to_owned(),
+    });
+    fit_context(next_job, prompt).ok()
+}
+
+/// `https://api.deepseek.com/v1` → `https://api.deepseek.com/beta`.
+fn beta_url(base_url: &str) -> String {
+    let root = base_url.trim_end_matches('/');
+    let root = root.strip_suffix("/v1").unwrap_or(root);
+    format!("{root}/beta")
+}
+
 /// The most `job` can cost whichever model of its chain answers: what a budget must
 /// reserve. A chain that continues cut answers may bill two legs: the prompt twice, and
 /// at most `max_tokens` of output between them (the continuation carries the first
@@ -265,11 +309,17 @@ pub fn worst_case(config: &LlmConfig, job: &ChatJob) -> crate::protocol::Yuan {
         .filter_map(|next| fallback(config, job, next))
         .collect();
     let prices = std::iter::once(job).chain(&chain).map(|j| j.model.price);
-    let input = prices.clone().map(|p| p.input_micro_per_m).max().unwrap_or(0);
+    let input = prices
+        .clone()
+        .map(|p| p.input_micro_per_m)
+        .max()
+        .unwrap_or(0);
     let output = prices.map(|p| p.output_micro_per_m).max().unwrap_or(0);
     let continues = chain.iter().any(|j| j.model.chain.continuation.is_some());
     let prompt = if continues {
-        job.prompt_tokens.saturating_mul(2).saturating_add(job.max_tokens)
+        job.prompt_tokens
+            .saturating_mul(2)
+            .saturating_add(job.max_tokens)
     } else {
         job.prompt_tokens
     };

@@ -7,16 +7,19 @@
 //!   job, so its price and limits apply); `thinking_budget` where the model has one;
 //! - parameters the model rejects are left out, and the log names them;
 //! - consecutive messages of one role are joined where the model requires alternation;
-//! - `stream_options.include_usage` only where accepted.
+//! - `stream_options.include_usage` only where accepted;
+//! - a cut answer to continue goes last, as the assistant's text: with `"prefix": true`
+//!   (DeepSeek's prefix completion), `"partial": true` (DashScope's partial mode), or
+//!   plain.
 //!
 //! Reasoning never goes back in the history: [`ChatMessage`] has only a role and a
 //! content, so a client's `reasoning_content` is dropped when the body is parsed.
 
 use std::borrow::Cow;
 
-use super::config::{Shaping, Thinking};
-use super::request::ChatJob;
-use super::wire::{ChatCompletionRequest, StreamOptions, ThinkingSwitch};
+use super::config::{Continuation, Shaping, Thinking};
+use super::request::{ChatJob, Continued};
+use super::wire::{ChatCompletionRequest, StreamOptions, ThinkingSwitch, WireMessage};
 use crate::protocol::ChatMessage;
 
 /// The provider request body for `job`.
@@ -44,7 +47,7 @@ pub fn request_body(job: &ChatJob) -> ChatCompletionRequest<'_> {
     let (enable_thinking, thinking, thinking_budget) = thinking_fields(job, shaping);
     ChatCompletionRequest {
         model: &job.model.id,
-        messages: messages(&job.messages, shaping.merge_same_role),
+        messages: wire_messages(job),
         stream: true,
         temperature,
         max_tokens,
@@ -81,6 +84,32 @@ fn thinking_fields(job: &ChatJob, shaping: &Shaping) -> ThinkingFields {
         // thinking on, and thinking off needs nothing.
         _ => (None, None, None),
     }
+}
+
+/// The history, then the cut answer to continue, if any.
+fn wire_messages(job: &ChatJob) -> Vec<WireMessage<'_>> {
+    let history = messages(&job.messages, job.model.shaping.merge_same_role);
+    let mut wire: Vec<WireMessage<'_>> = match history {
+        Cow::Borrowed(messages) => messages.iter().map(WireMessage::from).collect(),
+        Cow::Owned(messages) => messages
+            .into_iter()
+            .map(|m| WireMessage {
+                role: m.role.as_str(),
+                content: Cow::Owned(m.content),
+                prefix: None,
+                partial: None,
+            })
+            .collect(),
+    };
+    if let Some(Continued { mode, text }) = &job.continued {
+        wire.push(WireMessage {
+            role: "assistant",
+            content: Cow::Borrowed(text),
+            prefix: (*mode == Continuation::Prefix).then_some(true),
+            partial: (*mode == Continuation::Partial).then_some(true),
+        });
+    }
+    wire
 }
 
 /// The history as sent: with `merge`, consecutive messages of one role become one, their

@@ -18,7 +18,7 @@ use crate::protocol::ChatMessage;
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct ChatCompletionRequest<'a> {
     pub model: &'a str,
-    pub messages: Cow<'a, [ChatMessage]>,
+    pub messages: Vec<WireMessage<'a>>,
     pub stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
@@ -39,6 +39,29 @@ pub struct ChatCompletionRequest<'a> {
     /// The most reasoning tokens, where the provider takes a budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking_budget: Option<u32>,
+}
+
+/// One message as sent. `prefix` (DeepSeek) and `partial` (DashScope) mark a trailing
+/// assistant message as the start of the answer to continue.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct WireMessage<'a> {
+    pub role: &'static str,
+    pub content: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<bool>,
+}
+
+impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
+    fn from(message: &'a ChatMessage) -> Self {
+        WireMessage {
+            role: message.role.as_str(),
+            content: Cow::Borrowed(&message.content),
+            prefix: None,
+            partial: None,
+        }
+    }
 }
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq)]
@@ -301,7 +324,7 @@ mod tests {
         }];
         let body = ChatCompletionRequest {
             model: "m",
-            messages: Cow::Borrowed(&messages),
+            messages: messages.iter().map(WireMessage::from).collect(),
             stream: true,
             temperature: Some(0.8),
             max_tokens: Some(65535),
