@@ -717,7 +717,12 @@ fn chain(provider: &str, m: &RawModel) -> Result<Chain, ConfigError> {
 fn check_chains(providers: &mut [Provider]) -> Result<(), ConfigError> {
     let served: Vec<(String, Vec<String>)> = providers
         .iter()
-        .map(|p| (p.id.clone(), p.models.iter().map(|m| m.id.clone()).collect()))
+        .map(|p| {
+            (
+                p.id.clone(),
+                p.models.iter().map(|m| m.id.clone()).collect(),
+            )
+        })
         .collect();
     for provider in providers.iter_mut() {
         for model in &mut provider.models {
