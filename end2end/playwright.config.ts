@@ -9,6 +9,8 @@ const appPort = Number(process.env.E2E_APP_PORT ?? 3100);
 export const fakePort = Number(process.env.E2E_FAKE_PORT ?? 3199);
 const accessPort = Number(process.env.E2E_ACCESS_PORT ?? appPort + 10);
 const accessDir = path.join(os.tmpdir(), `streamai-e2e-access-${accessPort}`);
+const providersPort = Number(process.env.E2E_PROVIDERS_PORT ?? appPort + 20);
+const providersDir = path.join(os.tmpdir(), `streamai-e2e-providers-${providersPort}`);
 const appDir = path.join(os.tmpdir(), `streamai-e2e-app-${appPort}`);
 
 /// The app server on `port`, with `env` on top of the settings every test server shares.
@@ -70,11 +72,16 @@ export default defineConfig({
     },
   },
   projects: [
-    { name: "chromium", use: { ...devices["Desktop Chrome"] }, testIgnore: /access\.spec\.ts/ },
+    { name: "chromium", use: { ...devices["Desktop Chrome"] }, testIgnore: /(access|providers)\.spec\.ts/ },
     {
       name: "access",
       use: { ...devices["Desktop Chrome"], baseURL: `http://127.0.0.1:${accessPort}` },
       testMatch: /access\.spec\.ts/,
+    },
+    {
+      name: "providers",
+      use: { ...devices["Desktop Chrome"], baseURL: `http://127.0.0.1:${providersPort}` },
+      testMatch: /providers\.spec\.ts/,
     },
   ],
   webServer: [
@@ -91,5 +98,21 @@ export default defineConfig({
     // The access-code tests create codes, after which every API call needs one: they run
     // against a server of their own, on a fresh database (removed before it starts).
     appServer(accessPort, { DATABASE_URL: `sqlite://${accessDir}/streamai.db` }, `rm -rf '${accessDir}' && exec `),
+    // Several providers (all played by the fake), with the test model table: the 深度思考
+    // switch per provider, fallback chains and continuation.
+    appServer(
+      providersPort,
+      {
+        DATABASE_URL: `sqlite://${providersDir}/streamai.db`,
+        STREAMAI_SETTINGS: "tests/fixtures/settings.toml",
+        LLM_MODEL: "fake-chain-a",
+        CUSTOM_FREE_MODELS: "",
+        DEEPSEEK_API_KEY: "sk-e2e-deepseek-key-0123456789abcdef",
+        DEEPSEEK_BASE_URL: `http://127.0.0.1:${fakePort}/v1`,
+        QWEN_API_KEY: "sk-e2e-qwen-key-0123456789abcdef",
+        QWEN_BASE_URL: `http://127.0.0.1:${fakePort}/v1`,
+      },
+      `rm -rf '${providersDir}' && exec `,
+    ),
   ],
 });
