@@ -275,8 +275,13 @@ pub fn continuation(
 ) -> Option<ChatJob> {
     let mut next_job = fallback(config, job, next)?;
     let mode = next_job.model.chain.continuation?;
-    if mode == Continuation::Prefix {
-        next_job.base_url = beta_url(&next_job.base_url);
+    match mode {
+        Continuation::Prefix => next_job.base_url = beta_url(&next_job.base_url),
+        // DashScope: "思考模式不支持前缀续写" (partial mode, non-thinking only).
+        Continuation::Partial if next_job.model.shaping.switchable() => {
+            next_job.thinking = Some(false);
+        }
+        _ => {}
     }
     let prompt = job
         .prompt_tokens
@@ -330,6 +335,19 @@ pub fn worst_case(config: &LlmConfig, job: &ChatJob) -> crate::protocol::Yuan {
 mod tests {
     use super::*;
     use crate::llm::config::tests::SETTINGS;
+
+    /// https://api-docs.deepseek.com/zh-cn/guides/chat_prefix_completion: 用户需要设置
+    /// `base_url="https://api.deepseek.com/beta"` 来开启 Beta 功能.
+    #[test]
+    fn prefix_completion_goes_to_the_beta_base_url() {
+        for base in [
+            "https://api.deepseek.com",
+            "https://api.deepseek.com/",
+            "https://api.deepseek.com/v1",
+        ] {
+            assert_eq!(beta_url(base), "https://api.deepseek.com/beta", "{base}");
+        }
+    }
 
     fn config() -> LlmConfig {
         LlmConfig::from_parts(SETTINGS, [("DEEPSEEK_API_KEY", "k")]).unwrap()

@@ -234,6 +234,43 @@ mod tests {
         assert_eq!(off["enable_thinking"], json!(false));
     }
 
+    /// A cut answer to continue, as each provider documents it:
+    /// - DeepSeek, https://api-docs.deepseek.com/zh-cn/guides/chat_prefix_completion
+    ///   (对话前缀续写): the last message's role is `assistant`, with `"prefix": true`;
+    /// - DashScope, https://help.aliyun.com/zh/model-studio/partial-mode (指定前缀续写):
+    ///   the last message's role is `assistant`, with `"partial": true`;
+    /// - otherwise the text as a plain trailing assistant message.
+    #[test]
+    fn a_cut_answer_goes_last_as_the_assistants_text() {
+        let request = parse_body(
+            json!({"provider": "deepseek", "messages": [user("写一首诗")]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut job = resolve(&config(), request).unwrap();
+        for (mode, flag) in [
+            (Continuation::Prefix, Some("prefix")),
+            (Continuation::Partial, Some("partial")),
+            (Continuation::Assistant, None),
+        ] {
+            job.continued = Some(Continued {
+                mode,
+                text: "春眠不觉晓，".into(),
+            });
+            let body = serde_json::to_value(request_body(&job)).unwrap();
+            let mut last = json!({"role": "assistant", "content": "春眠不觉晓，"});
+            if let Some(flag) = flag {
+                last[flag] = json!(true);
+            }
+            assert_eq!(
+                body["messages"],
+                json!([user("写一首诗"), last]),
+                "{mode:?}"
+            );
+        }
+    }
+
     /// SiliconFlow, https://docs.siliconflow.cn/cn/api-reference/chat-completions/chat-completions
     /// (创建对话请求): `enable_thinking` (boolean, Qwen3 and other hybrid models) and
     /// `thinking_budget` (integer, 128–32768), both top-level.
