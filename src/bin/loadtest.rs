@@ -4,6 +4,10 @@
 //! time; nothing leaves 127.0.0.1. Run with `scripts/bench.sh` (release build, fd limit).
 //!
 //! `loadtest [LEVEL,LEVEL,…]` — default levels 1,100,1000,10000.
+//!
+//! `loadtest --scale [LEVEL,…]` — durable streams and scale-out (see [`scale`]): the
+//! relay with its frame log in memory and in Redis, resume latency, and three instances
+//! behind nginx against one. `scripts/bench.sh` starts Redis and nginx for it.
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,14 +49,22 @@ fn pacing(level: usize) -> (u64, Duration) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let levels: Vec<usize> = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "1,100,1000,10000".into())
+/// Levels from a comma-separated argument.
+fn parse_levels(arg: Option<String>, default: &str) -> Vec<usize> {
+    arg.unwrap_or_else(|| default.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
-        .collect();
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "--scale") {
+        args.next();
+        return scale::main(&parse_levels(args.next(), "1,100,1000")).await;
+    }
+    let levels = parse_levels(args.next(), "1,100,1000,10000");
     let bin_dir = std::env::var("LOADTEST_BIN_DIR").unwrap_or_else(|_| "target/release".into());
     let mut fake = match spawn(
         &format!("{bin_dir}/fake-upstream"),
@@ -196,6 +208,28 @@ enum Target {
     Relay,
     /// The relay of the server whose ledger is off.
     RelayNoLedger,
+    /// The fake upstream on this loopback port (the scale phase starts its own).
+    FakeAt(u16),
+    /// A server on this loopback port: one instance, or nginx in front of some.
+    ServerAt(u16),
+}
+
+impl Target {
+    /// Whether the stream is the provider's own (OpenAI chunks), not our frames.
+    fn is_direct(self) -> bool {
+        matches!(self, Target::Direct | Target::FakeAt(_))
+    }
+
+    /// The URL a chat is posted to.
+    fn url(self) -> String {
+        match self {
+            Target::Direct => format!("http://{FAKE_ADDR}/v1/chat/completions"),
+            Target::FakeAt(port) => format!("http://127.0.0.1:{port}/v1/chat/completions"),
+            Target::Relay => format!("http://{SERVER_ADDR}/api/chat/stream"),
+            Target::RelayNoLedger => format!("http://{NO_LEDGER_ADDR}/api/chat/stream"),
+            Target::ServerAt(port) => format!("http://127.0.0.1:{port}/api/chat/stream"),
+        }
+    }
 }
 
 async fn run_level(
@@ -209,6 +243,8 @@ async fn run_level(
         Target::Direct => "direct",
         Target::Relay => "relay",
         Target::RelayNoLedger => "relay-no-ledger",
+        Target::FakeAt(_) => "fake",
+        Target::ServerAt(_) => "server",
     };
     let tasks: Vec<_> = (0..level)
         .map(|i| {
@@ -234,15 +270,14 @@ async fn run_level(
 
 async fn one_stream(http: &reqwest::Client, prompt: &str, target: Target) -> StreamResult {
     let messages = serde_json::json!([{"role": "user", "content": prompt}]);
-    let request = match target {
-        Target::Direct => http.post(format!("http://{FAKE_ADDR}/v1/chat/completions")).json(&serde_json::json!({
+    let body = if target.is_direct() {
+        serde_json::json!({
             "model": "fake-model", "messages": messages, "stream": true, "stream_options": {"include_usage": true}
-        })),
-        Target::Relay | Target::RelayNoLedger => {
-            let addr = if matches!(target, Target::Relay) { SERVER_ADDR } else { NO_LEDGER_ADDR };
-            http.post(format!("http://{addr}/api/chat/stream")).json(&serde_json::json!({"messages": messages}))
-        }
+        })
+    } else {
+        serde_json::json!({"messages": messages})
     };
+    let request = http.post(target.url()).json(&body);
     let started = Instant::now();
     let Ok(response) = request.send().await else {
         return StreamResult::default();
@@ -258,8 +293,8 @@ async fn one_stream(http: &reqwest::Client, prompt: &str, target: Target) -> Str
     let mut finished = false;
     while let Some(Ok(bytes)) = body.next().await {
         for event in parser.feed(&bytes) {
-            let (content, end) = match target {
-                Target::Direct => match parse_data(&event.data) {
+            let (content, end) = match target.is_direct() {
+                true => match parse_data(&event.data) {
                     Ok(events) => {
                         let done = events.contains(&UpstreamEvent::Done);
                         let content: String = events
@@ -276,14 +311,12 @@ async fn one_stream(http: &reqwest::Client, prompt: &str, target: Target) -> Str
                     }
                     Err(_) => (String::new(), false),
                 },
-                Target::Relay | Target::RelayNoLedger => {
-                    match serde_json::from_str::<Frame>(&event.data) {
-                        Ok(Frame::Chunk { content, .. }) => (content, false),
-                        Ok(Frame::Done { .. }) => (String::new(), true),
-                        Ok(Frame::Error { .. }) => return StreamResult::default(),
-                        _ => (String::new(), false),
-                    }
-                }
+                false => match serde_json::from_str::<Frame>(&event.data) {
+                    Ok(Frame::Chunk { content, .. }) => (content, false),
+                    Ok(Frame::Done { .. }) => (String::new(), true),
+                    Ok(Frame::Error { .. }) => return StreamResult::default(),
+                    _ => (String::new(), false),
+                },
             };
             if !content.is_empty() {
                 let now = Instant::now();
@@ -477,4 +510,666 @@ fn spawn(program: &str, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<
 fn fail(message: &str) -> ExitCode {
     eprintln!("loadtest: {message}");
     ExitCode::FAILURE
+}
+
+/// `loadtest --scale`: durable streams and scale-out, on the services `scripts/bench.sh`
+/// starts (Redis, and three nginx round-robin balancers), with the fake upstream and five
+/// `streamai` instances that this phase starts itself (all `STREAMAI_LEDGER=off`):
+/// `memory` (frame log in memory) and `a`, `b`, `c` (`REDIS_URL`, one SQLite file).
+///
+/// 1. **Redis cost per chunk** — at each level, C streams straight to the fake, to
+///    `memory` and to `a`, alternating, each round in that order.
+/// 2. **Resume latency** — answers running on one instance, resumed mid-answer with
+///    `GET …?after=N` (N one frame behind the last one read) on the same or another one.
+/// 3. **One instance or three behind nginx** — the same streams through nginx in front
+///    of `memory`, of `a`, and of `a`, `b`, `c`.
+///
+/// The environment says where the services are:
+/// - `LOADTEST_REDIS_URL`, `LOADTEST_REDIS_PID`: the Redis, and its pid (for its CPU);
+/// - `LOADTEST_PORTS=FAKE,MEMORY,A,B,C`: the loopback ports of the processes started here;
+/// - `LOADTEST_NGINX=PORT:PID,PORT:PID,PORT:PID`: nginx (master pid) in front of
+///   `memory`, of `a`, and of `a,b,c`;
+/// - `LOADTEST_DIR` (optional): a directory for the instances' SQLite files and `pids`,
+///   where each started process's pid is appended, so that a trap can stop them if this
+///   process is killed (default: a new directory in the temp dir, deleted at the end);
+/// - `LOADTEST_ROUNDS` (default 2), `LOADTEST_SCALE_STREAMS` (default 1000).
+mod scale {
+    use super::*;
+
+    /// Answers resumed in the resume phase, at once (ramped), and resumes of each.
+    const RESUME_ANSWERS: usize = 50;
+    const RESUMES_EACH: usize = 20;
+    /// The resumed answers' length: long enough to outlast their resumes.
+    const RESUME_CHUNKS: u64 = 150;
+    const RESUME_DELAY_MS: u64 = 25;
+
+    /// nginx on a port, and its master's pid (its workers are the master's children).
+    struct Nginx {
+        port: u16,
+        pid: u32,
+    }
+
+    /// Where the services are, from the environment.
+    struct Setup {
+        redis_url: String,
+        redis_pid: u32,
+        fake: u16,
+        memory: u16,
+        instances: [u16; 3],
+        /// In front of `memory`, of `a`, and of `a`, `b`, `c`.
+        nginx: [Nginx; 3],
+        dir: Option<std::path::PathBuf>,
+        rounds: usize,
+        streams: usize,
+    }
+
+    impl Setup {
+        fn from_env() -> Result<Setup, String> {
+            let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+            let num = |name: &str, text: &str| -> Result<u32, String> {
+                text.trim()
+                    .parse()
+                    .map_err(|_| format!("{name}: not a number: {text:?}"))
+            };
+            let ports: Vec<u16> = var("LOADTEST_PORTS")?
+                .split(',')
+                .map(|p| num("LOADTEST_PORTS", p).map(|p| p as u16))
+                .collect::<Result<_, _>>()?;
+            let [fake, memory, a, b, c] = ports[..] else {
+                return Err("LOADTEST_PORTS must be FAKE,MEMORY,A,B,C".into());
+            };
+            let nginx: Vec<Nginx> = var("LOADTEST_NGINX")?
+                .split(',')
+                .map(|entry| {
+                    let (port, pid) = entry.split_once(':').ok_or("LOADTEST_NGINX: PORT:PID")?;
+                    Ok(Nginx {
+                        port: num("LOADTEST_NGINX", port)? as u16,
+                        pid: num("LOADTEST_NGINX", pid)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            let nginx: [Nginx; 3] = nginx
+                .try_into()
+                .map_err(|_| "LOADTEST_NGINX must name three nginx: memory, a, a+b+c")?;
+            let optional = |name: &str, default: usize| {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+            };
+            Ok(Setup {
+                redis_url: var("LOADTEST_REDIS_URL")?,
+                redis_pid: num("LOADTEST_REDIS_PID", &var("LOADTEST_REDIS_PID")?)?,
+                fake,
+                memory,
+                instances: [a, b, c],
+                nginx,
+                dir: std::env::var_os("LOADTEST_DIR").map(Into::into),
+                rounds: optional("LOADTEST_ROUNDS", 2).max(1),
+                streams: optional("LOADTEST_SCALE_STREAMS", 1000),
+            })
+        }
+    }
+
+    /// The processes this phase started: killed and reaped when dropped.
+    struct Processes {
+        children: Vec<Child>,
+        /// Where the SQLite files and the pids are.
+        dir: std::path::PathBuf,
+        /// Whether `dir` is ours to delete at the end.
+        own_dir: bool,
+    }
+
+    impl Processes {
+        fn spawn(
+            &mut self,
+            program: &str,
+            args: &[&str],
+            env: &[(String, String)],
+        ) -> std::io::Result<u32> {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let child = spawn(program, args, &env)?;
+            let pid = child.id();
+            let mut pids = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("pids"))?;
+            std::io::Write::write_all(&mut pids, format!("{pid}\n").as_bytes())?;
+            self.children.push(child);
+            Ok(pid)
+        }
+    }
+
+    impl Drop for Processes {
+        fn drop(&mut self) {
+            for child in &mut self.children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if self.own_dir {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+    }
+
+    /// The pids of what was started, for CPU and memory.
+    struct Pids {
+        memory: u32,
+        instances: [u32; 3],
+    }
+
+    /// One `streamai` instance's environment.
+    fn instance_env(
+        port: u16,
+        fake: u16,
+        redis: Option<&str>,
+        database: &str,
+    ) -> Vec<(String, String)> {
+        let fake_url = format!("http://127.0.0.1:{fake}/v1");
+        let addr = format!("127.0.0.1:{port}");
+        let mut env = vec![
+            ("LEPTOS_OUTPUT_NAME", "streamai"),
+            ("LEPTOS_SITE_ROOT", "target/site"),
+            ("LEPTOS_SITE_PKG_DIR", "pkg"),
+            ("LEPTOS_SITE_ADDR", addr.as_str()),
+            ("LEPTOS_ENV", "PROD"),
+            ("LLM_PROVIDER", "custom"),
+            ("LLM_MODEL", "fake-model"),
+            ("CUSTOM_FREE_MODELS", "fake-model"),
+            ("CUSTOM_BASE_URL", fake_url.as_str()),
+            ("CUSTOM_API_KEY", "sk-loadtest-key"),
+            ("DATABASE_URL", database),
+            ("STREAMAI_LEDGER", "off"),
+            ("RUST_LOG", "warn"),
+        ];
+        if let Some(url) = redis {
+            env.push(("REDIS_URL", url));
+        }
+        env.into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// Starts the fake and the instances, one at a time (the three share one SQLite
+    /// file: its schema is made once), each answering before the next starts.
+    async fn start(setup: &Setup, http: &reqwest::Client) -> Result<(Processes, Pids), String> {
+        let bin_dir = std::env::var("LOADTEST_BIN_DIR").unwrap_or_else(|_| "target/release".into());
+        let own_dir = setup.dir.is_none();
+        let dir = setup.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("streamai-loadtest-scale-{}", std::process::id()))
+        });
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut processes = Processes {
+            children: Vec::new(),
+            dir: dir.clone(),
+            own_dir,
+        };
+        let fake_addr = format!("127.0.0.1:{}", setup.fake);
+        processes
+            .spawn(
+                &format!("{bin_dir}/fake-upstream"),
+                &[&fake_addr, "openai"],
+                &[],
+            )
+            .map_err(|e| format!("cannot start the fake upstream: {e}"))?;
+        if !wait_ready(http, &format!("http://{fake_addr}/__fake/requests")).await {
+            return Err("the fake upstream did not come up within 30 s".into());
+        }
+        let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(name).display());
+        let mut instance = |port: u16, redis: Option<&str>, db: &str| {
+            let env = instance_env(port, setup.fake, redis, db);
+            processes
+                .spawn(&format!("{bin_dir}/streamai"), &[], &env)
+                .map_err(|e| format!("cannot start the server: {e}"))
+        };
+        let mut pids = Vec::new();
+        let plan = [
+            (setup.memory, None, sqlite("memory.db")),
+            (
+                setup.instances[0],
+                Some(setup.redis_url.as_str()),
+                sqlite("shared.db"),
+            ),
+            (
+                setup.instances[1],
+                Some(setup.redis_url.as_str()),
+                sqlite("shared.db"),
+            ),
+            (
+                setup.instances[2],
+                Some(setup.redis_url.as_str()),
+                sqlite("shared.db"),
+            ),
+        ];
+        for (port, redis, db) in &plan {
+            pids.push(instance(*port, *redis, db)?);
+            if !wait_ready(http, &format!("http://127.0.0.1:{port}/")).await {
+                return Err(format!(
+                    "the instance on port {port} did not come up within 30 s"
+                ));
+            }
+        }
+        let pids = Pids {
+            memory: pids[0],
+            instances: [pids[1], pids[2], pids[3]],
+        };
+        Ok((processes, pids))
+    }
+
+    pub(super) async fn main(levels: &[usize]) -> ExitCode {
+        let setup = match Setup::from_env() {
+            Ok(setup) => setup,
+            Err(err) => {
+                return fail(&format!(
+                    "--scale: {err} (scripts/bench.sh --scale-only sets it)"
+                ))
+            }
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client builds");
+        let (processes, pids) = match start(&setup, &http).await {
+            Ok(started) => started,
+            Err(err) => return fail(&err),
+        };
+        warm_up(&http, &setup).await;
+        let ok = redis_cost(&http, &setup, &pids, levels).await
+            & resume_latency(&http, &setup).await
+            & scale_out(&http, &setup, &pids).await;
+        drop(processes);
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            fail("some streams failed, did not match byte for byte, or resumed at the wrong frame")
+        }
+    }
+
+    /// A few streams through every path first: connections, caches and lazy set-up are
+    /// not what is measured.
+    async fn warm_up(http: &reqwest::Client, setup: &Setup) {
+        let mut targets = vec![Target::FakeAt(setup.fake), Target::ServerAt(setup.memory)];
+        targets.extend(setup.instances.iter().map(|&p| Target::ServerAt(p)));
+        targets.extend(setup.nginx.iter().map(|n| Target::ServerAt(n.port)));
+        for target in targets {
+            run_level(http, 20, 10, Duration::from_micros(500), target).await;
+        }
+    }
+
+    /// Processes whose CPU time and resident memory are added up.
+    struct Watched {
+        pids: Vec<u32>,
+    }
+
+    impl Watched {
+        fn of(pids: impl IntoIterator<Item = u32>) -> Watched {
+            Watched {
+                pids: pids.into_iter().collect(),
+            }
+        }
+
+        /// nginx's master and its workers.
+        fn nginx(nginx: &Nginx) -> Watched {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", nginx.pid))
+                    .unwrap_or_default();
+            let workers = children.split_whitespace().filter_map(|p| p.parse().ok());
+            Watched::of(std::iter::once(nginx.pid).chain(workers))
+        }
+
+        fn cpu(&self) -> f64 {
+            self.pids.iter().filter_map(|&p| cpu_seconds(p)).sum()
+        }
+
+        fn rss_kib(&self) -> u64 {
+            self.pids.iter().filter_map(|&p| rss_kib(p)).sum()
+        }
+    }
+
+    /// One level's streams at one target, with what the watched processes spent.
+    struct Measured {
+        results: Vec<StreamResult>,
+        wall: f64,
+        /// CPU seconds per watched group, in the order given.
+        cpu: Vec<f64>,
+        /// Peak RSS (KiB) per watched group, sampled every 50 ms.
+        rss_peak: Vec<u64>,
+    }
+
+    impl Measured {
+        fn completed(&self) -> usize {
+            self.results
+                .iter()
+                .filter(|r| r.ok && r.text_matches)
+                .count()
+        }
+
+        fn ttfc(&self) -> (Duration, Duration) {
+            percentiles(self.results.iter().filter_map(|r| r.first_chunk).collect())
+        }
+
+        fn gaps(&self) -> (Duration, Duration) {
+            percentiles(
+                self.results
+                    .iter()
+                    .flat_map(|r| r.gaps.iter().copied())
+                    .collect(),
+            )
+        }
+
+        fn chunks(&self) -> usize {
+            self.results
+                .iter()
+                .map(|r| r.gaps.len() + usize::from(r.first_chunk.is_some()))
+                .sum()
+        }
+    }
+
+    async fn measure(
+        http: &reqwest::Client,
+        level: usize,
+        target: Target,
+        watched: &[Watched],
+    ) -> Measured {
+        let (delay, ramp) = pacing(level);
+        let cpu_before: Vec<f64> = watched.iter().map(Watched::cpu).collect();
+        let peaks: Vec<Arc<AtomicU64>> = watched
+            .iter()
+            .map(|w| Arc::new(AtomicU64::new(w.rss_kib())))
+            .collect();
+        let samplers: Vec<_> = watched
+            .iter()
+            .zip(&peaks)
+            .map(|(w, peak)| tokio::spawn(sample_group_rss(w.pids.clone(), peak.clone())))
+            .collect();
+        let started = Instant::now();
+        let results = run_level(http, level, delay, ramp, target).await;
+        let wall = started.elapsed().as_secs_f64();
+        samplers.iter().for_each(|s| s.abort());
+        Measured {
+            results,
+            wall,
+            cpu: watched
+                .iter()
+                .zip(cpu_before)
+                .map(|(w, before)| w.cpu() - before)
+                .collect(),
+            rss_peak: peaks.iter().map(|p| p.load(Ordering::Relaxed)).collect(),
+        }
+    }
+
+    async fn sample_group_rss(pids: Vec<u32>, peak: Arc<AtomicU64>) {
+        loop {
+            let rss = pids.iter().filter_map(|&p| rss_kib(p)).sum();
+            peak.fetch_max(rss, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Part 1: the same streams with the frame log in memory and in Redis, against the
+    /// fake straight, alternating in each round; then the ratios Redis / memory.
+    async fn redis_cost(
+        http: &reqwest::Client,
+        setup: &Setup,
+        pids: &Pids,
+        levels: &[usize],
+    ) -> bool {
+        println!("\n== Redis cost per chunk: instance with the frame log in memory vs in Redis ({CHUNKS} chunks per answer, {} rounds)", setup.rounds);
+        println!(
+            "{:>5} {:>5} {:>6} {:>5} {:>5} | {:>15} {:>15} {:>15} | {:>9} {:>8} {:>9} | {:>12} {:>9}",
+            "C", "round", "log", "ok", "bad", "ttfc p50/99", "added p50/99", "gap p50/99",
+            "cpu s/1k", "cores", "rss peak", "redis ms/1k", "redis rss"
+        );
+        let mut ok = true;
+        for &level in levels {
+            let mut sums = [[0.0f64; 5]; 2];
+            for round in 1..=setup.rounds {
+                let direct = measure(http, level, Target::FakeAt(setup.fake), &[]).await;
+                let (d50, d99) = direct.ttfc();
+                let modes = [
+                    ("memory", setup.memory, pids.memory),
+                    ("redis", setup.instances[0], pids.instances[0]),
+                ];
+                for (m, (name, port, pid)) in modes.into_iter().enumerate() {
+                    let watched = [Watched::of([pid]), Watched::of([setup.redis_pid])];
+                    let run = measure(http, level, Target::ServerAt(port), &watched).await;
+                    ok &= run.completed() == level;
+                    let (t50, t99) = run.ttfc();
+                    let (g50, g99) = run.gaps();
+                    let added = (ms(t50) - ms(d50), ms(t99) - ms(d99));
+                    let cpu_per_1k = run.cpu[0] / level as f64 * 1000.0;
+                    let redis_per_1k_chunks =
+                        run.cpu[1] * 1000.0 / (run.chunks().max(1) as f64 / 1000.0);
+                    for (sum, value) in sums[m].iter_mut().zip([
+                        added.0,
+                        added.1,
+                        ms(g99),
+                        cpu_per_1k,
+                        run.rss_peak[0] as f64,
+                    ]) {
+                        *sum += value;
+                    }
+                    println!(
+                        "{:>5} {:>5} {:>6} {:>5} {:>5} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>9.3} {:>8.3} {:>6} Mi | {:>12.1} {:>6} Mi",
+                        level, round, name, run.completed(), level - run.completed(),
+                        ms(t50), ms(t99), added.0, added.1, ms(g50), ms(g99),
+                        cpu_per_1k, run.cpu[0] / run.wall, run.rss_peak[0] / 1024,
+                        redis_per_1k_chunks, run.rss_peak[1] / 1024,
+                    );
+                }
+            }
+            let ratio = |i: usize| sums[1][i] / sums[0][i];
+            println!(
+                "{level:>5}  mean over rounds, redis / memory: added ttfc p50 {:.2}, p99 {:.2}; gap p99 {:.3}; cpu per 1k streams {:.2}; rss peak {:.2}",
+                ratio(0), ratio(1), ratio(2), ratio(3), ratio(4)
+            );
+        }
+        println!("added = ttfc minus the same round's direct ttfc; cpu s/1k = server CPU seconds per 1,000 streams; redis ms/1k = Redis CPU ms per 1,000 chunks relayed");
+        ok
+    }
+
+    /// Part 2: answers running on one instance, resumed mid-answer on the same one
+    /// (memory), and on the same or another one (Redis).
+    async fn resume_latency(http: &reqwest::Client, setup: &Setup) -> bool {
+        println!(
+            "\n== Resume latency: {RESUME_ANSWERS} answers x {RESUMES_EACH} resumes, GET ?after=N with N one frame behind the last one read; time to the first whole frame"
+        );
+        let [a, b, _] = setup.instances;
+        let cases = [
+            ("memory, same instance", setup.memory, setup.memory),
+            ("redis, same instance", a, a),
+            ("redis, other instance", a, b),
+        ];
+        let mut ok = true;
+        for (name, start, resume) in cases {
+            let (mut times, wrong) = resumes(http, start, resume).await;
+            times.sort();
+            ok &= wrong == 0 && times.len() == RESUME_ANSWERS * RESUMES_EACH;
+            println!(
+                "{name:>22}: {} resumes, {wrong} failed or at the wrong frame; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                times.len(),
+                ms(quantile(&times, 0.50)),
+                ms(quantile(&times, 0.95)),
+                ms(quantile(&times, 0.99)),
+                ms(quantile(&times, 1.0)),
+            );
+        }
+        ok
+    }
+
+    /// Every resume's time to its first frame, and how many failed or began elsewhere
+    /// than the frame after N.
+    async fn resumes(http: &reqwest::Client, start: u16, resume: u16) -> (Vec<Duration>, usize) {
+        let tasks: Vec<_> = (0..RESUME_ANSWERS)
+            .map(|i| {
+                let http = http.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(20) * i as u32).await;
+                    resumed_answer(&http, start, resume, i).await
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        let mut wrong = 0;
+        for task in tasks {
+            for outcome in task.await.unwrap_or_default() {
+                match outcome {
+                    Some(time) => times.push(time),
+                    None => wrong += 1,
+                }
+            }
+        }
+        (times, wrong)
+    }
+
+    /// One answer posted to `start` and read to its end there; meanwhile resumed
+    /// `RESUMES_EACH` times at `resume`, each from one frame behind the last one read.
+    /// `None` for a resume that failed or did not begin at the frame asked for.
+    async fn resumed_answer(
+        http: &reqwest::Client,
+        start: u16,
+        resume: u16,
+        i: usize,
+    ) -> Vec<Option<Duration>> {
+        let prompt =
+            format!("[[fake:openai chunks={RESUME_CHUNKS} delay={RESUME_DELAY_MS}]] resume {i}");
+        let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
+        let Ok(response) = http
+            .post(Target::ServerAt(start).url())
+            .json(&body)
+            .send()
+            .await
+        else {
+            return vec![None; RESUMES_EACH];
+        };
+        let last_read = Arc::new(AtomicU64::new(0));
+        let (id_tx, id_rx) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn(read_answer(response, last_read.clone(), id_tx));
+        let Ok(Ok(id)) = tokio::time::timeout(Duration::from_secs(30), id_rx).await else {
+            reader.abort();
+            return vec![None; RESUMES_EACH];
+        };
+        let mut outcomes = Vec::with_capacity(RESUMES_EACH);
+        for k in 0..RESUMES_EACH {
+            // 80–120 ms apart, varied so the answers' resumes do not line up.
+            tokio::time::sleep(Duration::from_millis(80 + ((i * 31 + k * 17) % 41) as u64)).await;
+            let last = last_read.load(Ordering::Relaxed).max(1);
+            let url = format!(
+                "http://127.0.0.1:{resume}/api/chat/stream/{id}?after={}",
+                last - 1
+            );
+            outcomes.push(first_frame(http, &url, last).await);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), reader).await;
+        outcomes
+    }
+
+    /// Reads an answer to its end, keeping the index of the last frame read and sending
+    /// the answer's id (from its start frame).
+    async fn read_answer(
+        response: reqwest::Response,
+        last_read: Arc<AtomicU64>,
+        id_tx: tokio::sync::oneshot::Sender<String>,
+    ) {
+        let mut id_tx = Some(id_tx);
+        let mut body = response.bytes_stream();
+        let mut parser = Parser::new();
+        while let Some(Ok(bytes)) = body.next().await {
+            for event in parser.feed(&bytes) {
+                if let Some(index) = event.id.as_deref().and_then(|i| i.parse().ok()) {
+                    last_read.store(index, Ordering::Relaxed);
+                }
+                if let Ok(Frame::Start { id, .. }) = serde_json::from_str(&event.data) {
+                    if let Some(tx) = id_tx.take() {
+                        let _ = tx.send(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The time from sending the resume to its first whole frame, if that frame is
+    /// `expected`; the connection is dropped after it.
+    async fn first_frame(http: &reqwest::Client, url: &str, expected: u64) -> Option<Duration> {
+        let sent = Instant::now();
+        let response = http.get(url).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let mut body = response.bytes_stream();
+        let mut parser = Parser::new();
+        while let Some(Ok(bytes)) = body.next().await {
+            if let Some(event) = parser.feed(&bytes).into_iter().next() {
+                let took = sent.elapsed();
+                return (event.id.as_deref() == Some(expected.to_string().as_str()))
+                    .then_some(took);
+            }
+        }
+        None
+    }
+
+    /// Part 3: the same streams through nginx in front of one instance (log in memory,
+    /// log in Redis) and in front of three (Redis), against the fake straight.
+    async fn scale_out(http: &reqwest::Client, setup: &Setup, pids: &Pids) -> bool {
+        let level = setup.streams;
+        println!("\n== One instance or three behind nginx (round robin): {level} streams, {CHUNKS} chunks per answer, {} rounds", setup.rounds);
+        println!(
+            "{:>5} {:>22} {:>6} | {:>15} {:>15} | {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} | app s per instance",
+            "round",
+            "setup",
+            "done",
+            "added p50/99",
+            "gap p50/99",
+            "app s",
+            "nginx s",
+            "redis s",
+            "total s",
+            "total/1k",
+            "cores",
+        );
+        let [a, b, c] = pids.instances;
+        let cases = [
+            ("1 instance, memory log", &setup.nginx[0], vec![pids.memory]),
+            ("1 instance, Redis", &setup.nginx[1], vec![a]),
+            ("3 instances, Redis", &setup.nginx[2], vec![a, b, c]),
+        ];
+        let mut ok = true;
+        for round in 1..=setup.rounds {
+            let direct = measure(http, level, Target::FakeAt(setup.fake), &[]).await;
+            let (d50, d99) = direct.ttfc();
+            for (name, nginx, app) in &cases {
+                let mut watched: Vec<Watched> = app.iter().map(|&p| Watched::of([p])).collect();
+                watched.push(Watched::nginx(nginx));
+                watched.push(Watched::of([setup.redis_pid]));
+                let run = measure(http, level, Target::ServerAt(nginx.port), &watched).await;
+                ok &= run.completed() == level;
+                let (t50, t99) = run.ttfc();
+                let (g50, g99) = run.gaps();
+                let apps = &run.cpu[..app.len()];
+                let app_cpu: f64 = apps.iter().sum();
+                let (nginx_cpu, redis_cpu) = (run.cpu[app.len()], run.cpu[app.len() + 1]);
+                let total = app_cpu + nginx_cpu + redis_cpu;
+                let split: Vec<String> = apps.iter().map(|c| format!("{c:.2}")).collect();
+                println!(
+                    "{:>5} {:>22} {:>6} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>6.2} | {}",
+                    round, name, run.completed(),
+                    ms(t50) - ms(d50), ms(t99) - ms(d99), ms(g50), ms(g99),
+                    app_cpu, nginx_cpu, redis_cpu, total, total / level as f64 * 1000.0, total / run.wall,
+                    split.join(" / "),
+                );
+            }
+        }
+        println!("added = ttfc through nginx minus the same round's direct ttfc (ms); CPU in seconds for the level; total/1k = total CPU s per 1,000 streams; cores = total / wall");
+        ok
+    }
+
+    /// The value at quantile `q` of sorted `values` (zero when empty).
+    fn quantile(values: &[Duration], q: f64) -> Duration {
+        if values.is_empty() {
+            return Duration::ZERO;
+        }
+        values[((values.len() - 1) as f64 * q).round() as usize]
+    }
 }

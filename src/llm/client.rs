@@ -242,11 +242,11 @@ impl LlmClient {
         tracing::warn!(key_id = %key_id(key), status, code = %code.escape_debug(), "provider refused");
         match status {
             402 => {
-                ring.park_account(key, park_until);
+                ring.park_account(key, park_until, super::keys::ParkReason::OutOfBalance);
                 LlmError::QuotaExhausted { detail }
             }
             429 if code == "insufficient_quota" => {
-                ring.park_account(key, park_until);
+                ring.park_account(key, park_until, super::keys::ParkReason::OutOfBalance);
                 LlmError::QuotaExhausted { detail }
             }
             429 => {
@@ -265,11 +265,11 @@ impl LlmClient {
                 }
             }
             401 => {
-                ring.park_key(key, park_until);
+                ring.park_key(key, park_until, super::keys::ParkReason::Rejected);
                 LlmError::KeyRejected { status, detail }
             }
             _ if is_invalid_key_code(&code) => {
-                ring.park_key(key, park_until);
+                ring.park_key(key, park_until, super::keys::ParkReason::Rejected);
                 LlmError::KeyRejected { status, detail }
             }
             403 => LlmError::Forbidden { detail },

@@ -7,9 +7,11 @@
 //! apart, so a retry may go at once to another account's key. A key refused as invalid
 //! (401) is parked alone; an account out of balance is parked whole.
 //! Keys never leave this module except into the `Authorization` header; everything
-//! else names a key by its id, `key#1`, `key#2`, ….
+//! else names a key by its id, `key#1`, `key#2`, …. [`KeyRing::snapshot`] tells the
+//! settings page how each key stands, masked.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
@@ -24,6 +26,48 @@ pub enum NoKey {
     /// Every key was refused or its account is out of balance.
     AllParked,
 }
+
+/// Why a key is parked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ParkReason {
+    /// Refused as invalid: a 401, or an explicit invalid-key code.
+    Rejected,
+    /// Its account is out of balance: a 402, or a 429 `insufficient_quota`.
+    OutOfBalance,
+    /// Another instance parked it (a rest shared through Redis); why is not shared.
+    Elsewhere,
+}
+
+/// How one key stands at an instant, for the settings page: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyState {
+    /// `key#1`.
+    pub id: String,
+    /// `key#1 ••••3f9a`, as [`mask_all`] gives it.
+    pub masked: String,
+    /// The key's account label; `""` when unlabelled.
+    pub account: String,
+    pub rest: Rest,
+}
+
+/// Whether a key is used, and if not, for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rest {
+    InRotation,
+    /// Its account is rate limited (a 429).
+    Cooling {
+        left: Duration,
+    },
+    /// Parked: refused, or its account out of balance.
+    Parked {
+        left: Duration,
+        reason: ParkReason,
+    },
+}
+
+/// A shared rest that ends within this of the key's own parking is that parking read
+/// back (clocks and millisecond rounding differ); a later one was recorded elsewhere.
+const SAME_REST: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct KeyRing {
@@ -41,6 +85,8 @@ struct RingState {
     next: usize,
     /// Per key: parked (refused, or its account out of balance) until this instant.
     parked_until: Vec<Option<Instant>>,
+    /// Per key: why it was last parked.
+    park_reason: Vec<Option<ParkReason>>,
     /// Per account: rate limited until this instant.
     account_cooling: Vec<Option<Instant>>,
 }
@@ -99,6 +145,7 @@ impl KeyRing {
         let state = RingState {
             next: 0,
             parked_until: vec![None; keys.len()],
+            park_reason: vec![None; keys.len()],
             account_cooling: vec![None; accounts.len()],
         };
         KeyRing {
@@ -116,18 +163,24 @@ impl KeyRing {
     }
 
     /// Applies rests recorded elsewhere, one per [`KeyRing::rest_names`] entry. A rest
-    /// never shortens a longer one.
+    /// never shortens a longer one. A parking that outlasts this ring's own is marked
+    /// [`ParkReason::Elsewhere`].
     pub(crate) fn apply_rests(&self, untils: &[Option<Instant>]) {
         let mut state = self.lock();
         let accounts = state.account_cooling.len();
         for (index, until) in untils.iter().enumerate() {
             let Some(until) = *until else { continue };
-            let slot = match index.checked_sub(accounts) {
-                None => &mut state.account_cooling[index],
-                Some(key) if key < self.keys.len() => &mut state.parked_until[key],
-                Some(_) => continue,
-            };
-            *slot = Some(slot.map_or(until, |current| current.max(until)));
+            match index.checked_sub(accounts) {
+                None => lengthen(&mut state.account_cooling[index], until),
+                Some(key) if key < self.keys.len() => {
+                    let own = state.parked_until[key].filter(|own| *own + SAME_REST >= until);
+                    if own.is_none() {
+                        state.park_reason[key] = Some(ParkReason::Elsewhere);
+                    }
+                    lengthen(&mut state.parked_until[key], until);
+                }
+                Some(_) => {}
+            }
         }
     }
 
@@ -173,25 +226,54 @@ impl KeyRing {
     /// A shorter rest never shortens a longer one.
     pub fn cool_account(&self, index: usize, until: Instant) {
         let mut state = self.lock();
-        let slot = &mut state.account_cooling[self.account_of[index]];
-        *slot = Some(slot.map_or(until, |current| current.max(until)));
+        lengthen(&mut state.account_cooling[self.account_of[index]], until);
     }
 
-    /// Key `index` was refused as invalid: it alone rests until `until`.
-    pub fn park_key(&self, index: usize, until: Instant) {
+    /// Key `index` alone rests until `until`, for `reason` (a 401 parks the key alone).
+    pub(crate) fn park_key(&self, index: usize, until: Instant, reason: ParkReason) {
         let mut state = self.lock();
-        let slot = &mut state.parked_until[index];
-        *slot = Some(slot.map_or(until, |current| current.max(until)));
+        lengthen(&mut state.parked_until[index], until);
+        state.park_reason[index] = Some(reason);
     }
 
     /// Key `index`'s account is out of balance: every key of it rests until `until`.
-    pub fn park_account(&self, index: usize, until: Instant) {
+    pub(crate) fn park_account(&self, index: usize, until: Instant, reason: ParkReason) {
         let account = self.account_of[index];
         for key in 0..self.keys.len() {
             if self.account_of[key] == account {
-                self.park_key(key, until);
+                self.park_key(key, until, reason);
             }
         }
+    }
+
+    /// How every key stands at `now`, in order: parked, else cooling with its account,
+    /// else in rotation. Keys appear masked only.
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<KeyState> {
+        let state = self.lock();
+        let left = |slot: Option<Instant>| {
+            slot.map(|until| until.saturating_duration_since(now))
+                .filter(|left| !left.is_zero())
+        };
+        let rest = |index: usize| {
+            if let Some(left) = left(state.parked_until[index]) {
+                let reason = state.park_reason[index].unwrap_or(ParkReason::Elsewhere);
+                return Rest::Parked { left, reason };
+            }
+            match left(state.account_cooling[self.account_of[index]]) {
+                Some(left) => Rest::Cooling { left },
+                None => Rest::InRotation,
+            }
+        };
+        mask_all(&self.keys)
+            .into_iter()
+            .enumerate()
+            .map(|(index, masked)| KeyState {
+                id: key_id(index),
+                masked,
+                account: self.keys[index].account.clone(),
+                rest: rest(index),
+            })
+            .collect()
     }
 
     /// The secret itself, for the `Authorization` header only.
@@ -236,11 +318,15 @@ impl KeyRing {
     }
 }
 
+/// Sets a rest to end at `until`, unless it already ends later.
+fn lengthen(slot: &mut Option<Instant>, until: Instant) {
+    *slot = Some(slot.map_or(until, |current| current.max(until)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::SecretString;
-    use std::time::Duration;
 
     /// Keys `sk-test-key-number-N`, in the accounts given (one letter per key).
     fn keys(accounts: &str) -> Vec<ProviderKey> {
@@ -299,9 +385,9 @@ mod tests {
     fn parked_keys_are_not_waited_for() {
         let ring = ring("ab");
         let now = Instant::now();
-        ring.park_key(0, now + Duration::from_secs(300));
+        ring.park_key(0, now + Duration::from_secs(300), ParkReason::Rejected);
         assert_eq!(take(&ring, now, 2), [1, 1]);
-        ring.park_account(1, now + Duration::from_secs(300));
+        ring.park_account(1, now + Duration::from_secs(300), ParkReason::OutOfBalance);
         assert_eq!(ring.acquire(now), Err(NoKey::AllParked));
         // A cooling account whose only key is parked is not worth waiting for either.
         ring.cool_account(1, now + Duration::from_secs(5));
@@ -312,7 +398,7 @@ mod tests {
     fn out_of_balance_parks_the_account() {
         let ring = ring("aab");
         let now = Instant::now();
-        ring.park_account(1, now + Duration::from_secs(300));
+        ring.park_account(1, now + Duration::from_secs(300), ParkReason::OutOfBalance);
         assert_eq!(take(&ring, now, 2), [2, 2]);
     }
 
@@ -325,7 +411,7 @@ mod tests {
         assert!(here.rest_names().iter().all(|n| !n.contains("sk-test")));
         let now = Instant::now();
         here.cool_account(1, now + Duration::from_secs(5));
-        here.park_key(2, now + Duration::from_secs(300));
+        here.park_key(2, now + Duration::from_secs(300), ParkReason::Rejected);
         let shared = here.rests_of(0);
         assert_eq!(
             shared,
@@ -349,6 +435,86 @@ mod tests {
             Err(NoKey::CoolingUntil(now + Duration::from_secs(5)))
         );
         assert_eq!(take(&there, now + Duration::from_secs(5), 2), [0, 1]);
+    }
+
+    fn rests(ring: &KeyRing, now: Instant) -> Vec<Rest> {
+        ring.snapshot(now).into_iter().map(|key| key.rest).collect()
+    }
+
+    #[test]
+    fn the_snapshot_says_how_each_key_stands() {
+        let ring = ring("aab");
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        assert_eq!(rests(&ring, now), [Rest::InRotation; 3]);
+        ring.cool_account(0, now + secs(5));
+        ring.park_key(1, now + secs(300), ParkReason::Rejected);
+        ring.park_account(2, now + secs(60), ParkReason::OutOfBalance);
+        let parked = |left, reason| Rest::Parked { left, reason };
+        assert_eq!(
+            rests(&ring, now),
+            [
+                Rest::Cooling { left: secs(5) },
+                // Parking outranks the account's cooldown.
+                parked(secs(300), ParkReason::Rejected),
+                parked(secs(60), ParkReason::OutOfBalance),
+            ]
+        );
+        assert_eq!(
+            rests(&ring, now + secs(5)),
+            [
+                Rest::InRotation,
+                parked(secs(295), ParkReason::Rejected),
+                parked(secs(55), ParkReason::OutOfBalance),
+            ]
+        );
+        assert_eq!(rests(&ring, now + secs(300)), [Rest::InRotation; 3]);
+        let third = &ring.snapshot(now)[2];
+        assert_eq!(
+            (
+                third.id.as_str(),
+                third.masked.as_str(),
+                third.account.as_str()
+            ),
+            ("key#3", "key#3 ••••er-2", "b")
+        );
+        assert!(!format!("{:?}", ring.snapshot(now)).contains("sk-test"));
+    }
+
+    #[test]
+    fn a_parking_read_back_keeps_its_reason_and_one_from_elsewhere_says_so() {
+        let here = ring("ab");
+        let now = Instant::now();
+        let until = now + Duration::from_secs(300);
+        here.park_key(0, until, ParkReason::Rejected);
+        // Its own parking, read back from Redis a few milliseconds off.
+        here.apply_rests(&[None, None, Some(until + Duration::from_millis(3)), None]);
+        // Another instance parked key#2, which this one never refused.
+        here.apply_rests(&[None, None, None, Some(until)]);
+        let reasons: Vec<Rest> = rests(&here, now);
+        assert!(matches!(
+            reasons[..],
+            [
+                Rest::Parked {
+                    reason: ParkReason::Rejected,
+                    ..
+                },
+                Rest::Parked {
+                    reason: ParkReason::Elsewhere,
+                    ..
+                },
+            ]
+        ));
+        // A later parking of key#1 elsewhere, after its own ended.
+        let later = now + Duration::from_secs(900);
+        here.apply_rests(&[None, None, Some(later), None]);
+        assert_eq!(
+            rests(&here, now + Duration::from_secs(600))[0],
+            Rest::Parked {
+                left: Duration::from_secs(300),
+                reason: ParkReason::Elsewhere
+            }
+        );
     }
 
     #[test]

@@ -724,10 +724,10 @@ impl Seam {
         let held = std::mem::take(&mut self.held);
         let repeat = held
             .char_indices()
+            .rev()
             .map(|(at, c)| at + c.len_utf8())
-            .filter(|&end| self.tail.ends_with(&held[..end]))
             .filter(|&end| held[..end].chars().count() >= Self::MIN_REPEAT)
-            .last()
+            .find(|&end| self.tail.ends_with(&held[..end]))
             .unwrap_or(0);
         held[repeat..].to_owned()
     }

@@ -9,4 +9,5 @@ mod cuts;
 mod resume;
 mod router;
 mod shaping;
+mod settings;
 mod team;
