@@ -8,6 +8,6 @@ mod chat_sse;
 mod cuts;
 mod resume;
 mod router;
-mod shaping;
 mod settings;
+mod shaping;
 mod team;
