@@ -3,13 +3,53 @@
 //! Safety: the model's text never becomes live HTML. Raw HTML in the markdown is turned
 //! into plain text (so `<img onerror=…>` shows as text), links and images with script-ish
 //! schemes lose their target, and images become plain links (no silent remote loads).
+//! While a block is open its new text reaches the page only as text nodes.
 //!
 //! Progress at O(chunk): the text is cut into *blocks* at blank lines outside code
-//! fences. A finished block is rendered once and never again; only the unfinished tail is
-//! re-rendered as chunks arrive. A 10,000-chunk answer therefore costs each chunk the
-//! size of one paragraph, not of the whole answer.
+//! fences, and around a code fence that starts a line (column 0): before its opening
+//! line and after its closing one, as CommonMark itself ends a paragraph or a list
+//! there. A finished block is rendered once and never again.
+//!
+//! The open block (the *tail*) is shown in one of three ways, chosen by [`Mode`]:
+//! - an open column-0 code fence is shown as the code block it will become, and only
+//!   grows: complete lines are appended as text, the line still arriving is replaced
+//!   (it may turn out to be the closing fence);
+//! - any other open block is re-rendered as markdown while it is short
+//!   ([`OPEN_RENDER_LIMIT`]): a heading, a list or a table takes shape as it arrives;
+//! - past that size it is shown as plain text (`white-space: pre-wrap`), appended as it
+//!   arrives, and rendered as markdown once, when it ends. An unbroken 10,000-chunk
+//!   paragraph thus costs each frame its new text, not the paragraph.
+//!
+//! A growing tail is cut into pieces ([`PIECE_BYTES`]: a code block after a line, plain
+//! text after a line or a sentence), each a block on the page, so that a frame lays out
+//! only the open piece: one text run of 200 KB re-laid out per frame was the jank. In a
+//! code block the cuts cannot be seen; in plain text a piece's last line may end short.
+//!
+//! The view asks for [`TailPatch`]es: the whole tail's HTML when the mode or the block
+//! changed, otherwise only the text that arrived since. [`MarkdownStream::tail_html`] is
+//! the HTML those patches build, so a reload shows what the stream showed. When the
+//! answer ends ([`MarkdownStream::finish`]) the tail is rendered as markdown, exactly as
+//! it would be from the saved text.
 
 use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag};
+
+/// The largest open block (bytes) that is re-rendered as markdown on each frame. Most
+/// paragraphs, lists and tables stay below it; beyond it a re-render of the block would
+/// cost a frame more than its new text does.
+const OPEN_RENDER_LIMIT: usize = 8 * 1024;
+
+/// Where the next text of an open block goes: the view inserts text before this element
+/// ([`OPEN_LINE_SELECTOR`]) and shows an open fence's unfinished line in it.
+const OPEN_LINE: &str = "<span class=\"open-line\">";
+// Only the browser's view looks for it.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub(crate) const OPEN_LINE_SELECTOR: &str = "span.open-line";
+/// A piece of a growing tail: a block of its own (`style/main.css`), so that the page
+/// lays out only the open piece when text arrives, not the whole open block.
+pub(crate) const OPEN_PIECE: &str = "<span class=\"open-piece\">";
+/// A growing tail is cut into pieces of about this many bytes: a code block after a line,
+/// plain text after a line or a sentence.
+const PIECE_BYTES: usize = 2 * 1024;
 
 /// Renders a piece of markdown to safe HTML.
 fn render(markdown: &str) -> String {
@@ -84,6 +124,107 @@ fn add_copy_buttons(html: &str) -> String {
     .replace("</pre>", "</pre></div>")
 }
 
+/// Appends `text` as HTML text: `&`, `<` and `>` escaped, as pulldown-cmark escapes text
+/// (and as a text node holds it).
+fn escape_into(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(['&', '<', '>']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            _ => "&gt;",
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// A code fence that is open.
+#[derive(Debug, Clone, PartialEq)]
+struct Fence {
+    /// `` ` `` or `~`, and how many of them opened it.
+    marker: u8,
+    len: usize,
+    /// It starts its line (column 0): its block is the fence, shown as it grows.
+    column0: Option<OpenCode>,
+}
+
+/// An open column-0 fence's code block: the HTML around its code, and where the code
+/// starts in the text.
+#[derive(Debug, Clone, PartialEq)]
+struct OpenCode {
+    before: String,
+    after: String,
+    body: usize,
+}
+
+/// The fence `line` opens: its marker, its length, and its indentation in spaces.
+fn fence_opening(line: &str) -> Option<(u8, usize, usize)> {
+    let rest = line.trim_start();
+    let marker = *rest.as_bytes().first()?;
+    if marker != b'`' && marker != b'~' {
+        return None;
+    }
+    let len = rest.bytes().take_while(|&b| b == marker).count();
+    // A backtick fence's info string has no backtick (else it is inline code).
+    if len < 3 || (marker == b'`' && rest[len..].contains('`')) {
+        return None;
+    }
+    Some((marker, len, line.len() - rest.len()))
+}
+
+impl Fence {
+    /// Whether `line` closes this fence: at least as many markers, then only spaces. A
+    /// column-0 fence is closed as CommonMark closes it (indented at most 3 spaces); a
+    /// fence inside a list or a quote by any indentation.
+    fn closed_by(&self, line: &str) -> bool {
+        let rest = line.trim_start();
+        let indent = line.len() - rest.len();
+        let len = rest.bytes().take_while(|&b| b == self.marker).count();
+        len >= self.len
+            && rest[len..].trim().is_empty()
+            && (self.column0.is_none() || (indent <= 3 && !line.starts_with('\t')))
+    }
+}
+
+/// How the tail is shown (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Rendered as markdown, whole, each time it changes.
+    Markdown,
+    /// An open column-0 code fence, growing.
+    Code,
+    /// A long open block as plain text, growing.
+    Plain,
+}
+
+/// What the view shows of the tail: how, from which block, up to where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shown {
+    mode: Mode,
+    block: usize,
+    /// Bytes of text shown (in [`Mode::Code`], the unfinished line included).
+    len: usize,
+    /// [`Mode::Code`]: the end of the complete lines shown.
+    lines: usize,
+}
+
+/// A change to the view of the tail.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TailPatch {
+    /// The tail is this HTML now.
+    Html(String),
+    /// Text for the growing tail: `pieces[0]` is inserted (as text) before the
+    /// [`OPEN_LINE`] element, in the open piece; each further one goes into a new piece
+    /// ([`OPEN_PIECE`]) after it, the open line moving along. Then, when `line` is given,
+    /// it becomes the open line's text.
+    Grow {
+        pieces: Vec<String>,
+        line: Option<String>,
+    },
+}
+
 /// An answer's markdown as it streams in.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MarkdownStream {
@@ -92,7 +233,17 @@ pub(crate) struct MarkdownStream {
     committed: usize,
     /// Where the next scan for a block boundary starts (a line start).
     scan_from: usize,
-    in_fence: bool,
+    fence: Option<Fence>,
+    /// Where the open block's pieces after the first start (see [`PIECE_BYTES`]).
+    cuts: Vec<usize>,
+    /// Where the search for the open block's next plain cut goes on.
+    cut_scan: usize,
+    /// Blocks finished since [`MarkdownStream::take_blocks`].
+    finished: Vec<String>,
+    /// The answer has ended: the tail is rendered as markdown.
+    ended: bool,
+    /// What the view shows of the tail; `None` when it shows nothing of it yet.
+    shown: Option<Shown>,
 }
 
 impl MarkdownStream {
@@ -100,40 +251,222 @@ impl MarkdownStream {
         Self::default()
     }
 
-    /// Appends text; returns the HTML of any blocks it completed, in order.
-    pub fn push(&mut self, chunk: &str) -> Vec<String> {
+    /// Appends text; the blocks it completes wait for [`MarkdownStream::take_blocks`].
+    pub fn push(&mut self, chunk: &str) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.ended = false;
         self.text.push_str(chunk);
-        let mut finished = Vec::new();
         // Walk complete lines only: a line's end must have arrived.
         while let Some(offset) = self.text[self.scan_from..].find('\n') {
-            let line_end = self.scan_from + offset;
-            let line = &self.text[self.scan_from..line_end];
-            let trimmed = line.trim_start();
-            if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
-                self.in_fence = !self.in_fence;
-            }
-            let blank = line.trim().is_empty();
+            let line_start = self.scan_from;
+            let line_end = line_start + offset;
             self.scan_from = line_end + 1;
-            if blank && !self.in_fence {
-                let block = &self.text[self.committed..self.scan_from];
-                if !block.trim().is_empty() {
-                    finished.push(render(block));
+            let line = &self.text[line_start..line_end];
+            match &self.fence {
+                Some(fence) if fence.closed_by(line) => {
+                    let column0 = fence.column0.is_some();
+                    self.fence = None;
+                    if column0 {
+                        self.commit(self.scan_from);
+                    }
                 }
-                self.committed = self.scan_from;
+                Some(Fence {
+                    column0: Some(code),
+                    ..
+                }) => {
+                    // A code piece ends at the first line end past its size.
+                    let piece = self.cuts.last().copied().unwrap_or(code.body);
+                    if self.scan_from - piece >= PIECE_BYTES {
+                        self.cuts.push(self.scan_from);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some((marker, len, indent)) = fence_opening(line) {
+                        let column0 = (indent == 0).then(|| {
+                            self.commit(line_start);
+                            let shell = render(&self.text[line_start..self.scan_from]);
+                            let at = shell.rfind("</code>").unwrap_or(shell.len());
+                            OpenCode {
+                                before: shell[..at].to_owned(),
+                                after: shell[at..].to_owned(),
+                                body: self.scan_from,
+                            }
+                        });
+                        self.fence = Some(Fence {
+                            marker,
+                            len,
+                            column0,
+                        });
+                    } else if line.trim().is_empty() {
+                        self.commit(self.scan_from);
+                    }
+                }
             }
         }
-        finished
+        if self.mode() != Mode::Code {
+            self.cut_plain();
+        }
     }
 
-    /// The HTML of the unfinished tail.
-    pub fn tail_html(&self) -> String {
-        let tail = &self.text[self.committed..];
-        if tail.trim().is_empty() {
-            String::new()
-        } else {
-            render(tail)
+    /// Finds the open block's plain cuts in the text that arrived: the first piece
+    /// starts at the block, each ends after the first line end or sentence end that
+    /// starts [`PIECE_BYTES`] into it, or at twice that size. Only the text decides, not
+    /// how it arrived, so a reload cuts where the stream did.
+    fn cut_plain(&mut self) {
+        loop {
+            let piece = self.cuts.last().copied().unwrap_or(self.committed);
+            let hard = ceil_boundary(&self.text, piece + 2 * PIECE_BYTES);
+            let from = ceil_boundary(&self.text, (piece + PIECE_BYTES).max(self.cut_scan));
+            if from >= self.text.len() {
+                return;
+            }
+            let found = self.text[from..]
+                .char_indices()
+                .map(|(at, c)| (from + at, c))
+                .take_while(|&(at, _)| at < hard)
+                .find(|&(_, c)| matches!(c, '\n' | '。' | '！' | '？' | '；' | '.' | '!' | '?'))
+                .map(|(at, c)| at + c.len_utf8());
+            match found {
+                Some(cut) => self.cuts.push(cut),
+                None if hard <= self.text.len() => self.cuts.push(hard),
+                None => {
+                    self.cut_scan = self.text.len();
+                    return;
+                }
+            }
         }
     }
+
+    /// Ends the block that is open at `end`: renders it, unless it is only blank.
+    fn commit(&mut self, end: usize) {
+        let block = &self.text[self.committed..end];
+        if !block.trim().is_empty() {
+            self.finished.push(render(block));
+        }
+        self.committed = end;
+        self.cuts.clear();
+        self.cut_scan = end;
+    }
+
+    /// The answer has ended (for now: more text would open it again): the tail is
+    /// rendered as markdown, as it would be from the saved text.
+    pub fn finish(&mut self) {
+        self.ended = true;
+    }
+
+    /// The blocks finished since the last call, in order.
+    pub fn take_blocks(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.finished)
+    }
+
+    fn tail(&self) -> &str {
+        &self.text[self.committed..]
+    }
+
+    fn mode(&self) -> Mode {
+        if self.ended || self.tail().trim().is_empty() {
+            return Mode::Markdown;
+        }
+        match &self.fence {
+            Some(Fence {
+                column0: Some(_), ..
+            }) => Mode::Code,
+            _ if self.tail().len() > OPEN_RENDER_LIMIT => Mode::Plain,
+            _ => Mode::Markdown,
+        }
+    }
+
+    /// The open block's text from `start` to `end`, split at its cuts.
+    fn pieces(&self, start: usize, end: usize) -> Vec<String> {
+        let inner = self.cuts.iter().copied().filter(|&c| start < c && c <= end);
+        std::iter::once(start)
+            .chain(inner.clone())
+            .zip(inner.chain(std::iter::once(end)))
+            .map(|(from, to)| self.text[from..to].to_owned())
+            .collect()
+    }
+
+    /// `pieces` as HTML: each an [`OPEN_PIECE`], the last holding the open line.
+    fn pieces_html(&self, html: &mut String, start: usize, end: usize, line: &str) {
+        for (at, piece) in self.pieces(start, end).iter().enumerate() {
+            if at > 0 {
+                html.push_str("</span>");
+            }
+            html.push_str(OPEN_PIECE);
+            escape_into(html, piece);
+        }
+        html.push_str(OPEN_LINE);
+        escape_into(html, line);
+        html.push_str("</span></span>");
+    }
+
+    /// The HTML of the unfinished tail: what the view shows after all the patches.
+    pub fn tail_html(&self) -> String {
+        let tail = self.tail();
+        let mut html = String::with_capacity(tail.len() * 2);
+        match (self.mode(), &self.fence) {
+            _ if tail.trim().is_empty() => {}
+            (
+                Mode::Code,
+                Some(Fence {
+                    column0: Some(code),
+                    ..
+                }),
+            ) => {
+                html.push_str(&code.before);
+                let line = &self.text[self.scan_from..];
+                self.pieces_html(&mut html, code.body, self.scan_from, line);
+                html.push_str(&code.after);
+            }
+            (Mode::Plain, _) => {
+                html.push_str("<div class=\"open-plain\">");
+                self.pieces_html(&mut html, self.committed, self.text.len(), "");
+                html.push_str("</div>\n");
+            }
+            _ => html = render(tail),
+        }
+        html
+    }
+
+    /// The view will show the tail afresh (it was just created).
+    pub fn forget_shown(&mut self) {
+        self.shown = None;
+    }
+
+    /// What the view must change to show the tail as it is now; `None` if nothing.
+    /// Within one block and mode only the text that arrived since is sent.
+    pub fn take_patch(&mut self) -> Option<TailPatch> {
+        let now = Shown {
+            mode: self.mode(),
+            block: self.committed,
+            len: self.text.len(),
+            lines: self.scan_from,
+        };
+        let before = self.shown.replace(now);
+        let same_view = before.filter(|b| b.mode == now.mode && b.block == now.block);
+        match (now.mode, same_view) {
+            (_, Some(before)) if before == now => None,
+            (Mode::Code, Some(before)) => Some(TailPatch::Grow {
+                pieces: self.pieces(before.lines, now.lines),
+                line: Some(self.text[now.lines..].to_owned()),
+            }),
+            (Mode::Plain, Some(before)) => Some(TailPatch::Grow {
+                pieces: self.pieces(before.len, now.len),
+                line: None,
+            }),
+            _ => Some(TailPatch::Html(self.tail_html())),
+        }
+    }
+}
+
+/// The first char boundary of `text` at or after `at` (`at` itself past the end).
+fn ceil_boundary(text: &str, at: usize) -> usize {
+    (at..text.len())
+        .find(|&at| text.is_char_boundary(at))
+        .unwrap_or(at.max(text.len()))
 }
 
 #[cfg(test)]
@@ -179,27 +512,269 @@ mod tests {
     }
 
     #[test]
+    fn the_open_line_is_found_by_its_selector() {
+        let (tag, class) = OPEN_LINE_SELECTOR.split_once('.').unwrap();
+        assert_eq!(OPEN_LINE, format!("<{tag} class=\"{class}\">"));
+    }
+
+    #[test]
     fn code_blocks_get_a_copy_button() {
         let html = render("```rust\nfn main() {}\n```\n");
         assert!(html.contains("class=\"copy-code\""));
         assert!(html.contains("<code class=\"language-rust\">fn main() {}"));
     }
 
-    /// Streaming in any pieces renders the same blocks + tail as rendering whole.
+    /// The tail as a view holds it: patches applied to a string, as the page applies
+    /// them to the DOM (text inserted escaped before the open-line element, new pieces
+    /// opened around it).
+    fn apply(view: &mut String, patch: TailPatch) {
+        let escaped = |text: &str| {
+            let mut out = String::new();
+            escape_into(&mut out, text);
+            out
+        };
+        match patch {
+            TailPatch::Html(html) => *view = html,
+            TailPatch::Grow { pieces, line } => {
+                let mut at = view.find(OPEN_LINE).expect("growing needs the open line");
+                for (index, piece) in pieces.iter().enumerate() {
+                    let mut text = escaped(piece);
+                    if index > 0 {
+                        text = format!("</span>{OPEN_PIECE}{text}");
+                    }
+                    view.insert_str(at, &text);
+                    at += text.len();
+                }
+                if let Some(line) = line {
+                    let start = at + OPEN_LINE.len();
+                    let end = start + view[start..].find("</span>").unwrap();
+                    view.replace_range(start..end, &escaped(&line));
+                }
+            }
+        }
+    }
+
+    /// Streams `pieces` and checks, after each, that the patches build `tail_html`;
+    /// returns the answer's HTML (finished blocks, then the tail) before it ended and
+    /// once it has.
+    fn stream<'a>(pieces: impl IntoIterator<Item = &'a str>) -> (String, String) {
+        let mut md = MarkdownStream::new();
+        let mut blocks = String::new();
+        let mut view = String::new();
+        for piece in pieces {
+            md.push(piece);
+            blocks.extend(md.take_blocks());
+            if let Some(patch) = md.take_patch() {
+                apply(&mut view, patch);
+            }
+            assert_eq!(view, md.tail_html(), "after {piece:?}");
+            assert_eq!(md.take_patch(), None, "a patch is sent once");
+        }
+        let open = blocks.clone() + &view;
+        md.finish();
+        blocks.extend(md.take_blocks());
+        if let Some(patch) = md.take_patch() {
+            apply(&mut view, patch);
+        }
+        assert_eq!(view, md.tail_html());
+        (open, blocks + &view)
+    }
+
+    /// The text in pieces of `size` characters.
+    fn pieces(text: &str, size: usize) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        chars.chunks(size).map(|c| c.iter().collect()).collect()
+    }
+
+    /// Split in two at every `step`-th character boundary, and in pieces of `sizes`
+    /// characters, `text` shows the same HTML while open and once ended as when it comes
+    /// at once; returns the latter.
+    fn check_splits(text: &str, step: usize, sizes: &[usize]) -> String {
+        let whole = stream([text]);
+        for (at, _) in text.char_indices().skip(1).step_by(step) {
+            let split = stream([&text[..at], &text[at..]]);
+            assert_eq!(split, whole, "split at byte {at}");
+        }
+        for &size in sizes {
+            let pieces = pieces(text, size);
+            assert_eq!(
+                stream(pieces.iter().map(String::as_str)),
+                whole,
+                "size {size}"
+            );
+        }
+        whole.1
+    }
+
+    fn check_any_split(text: &str) -> String {
+        check_splits(text, 1, &[1, 2, 3, 7])
+    }
+
     #[test]
-    fn blocks_commit_at_blank_lines_outside_fences() {
+    fn an_open_code_fence_grows_and_ends_as_one_render() {
+        let code = "```rust\nfn main() {\n    let a = 1 < 2 && 3 > 2;\n\n    println!(\"你好 🌏\");\n}\n```\n";
+        let html = check_any_split(code);
+        assert_eq!(html, render(code));
+        // Without the closing line's end, and without any closing at all.
+        for text in [
+            &code[..code.len() - 1],
+            &code[..code.len() - 4],
+            "```\nx\n``",
+        ] {
+            assert_eq!(check_any_split(text), render(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_open_code_fence_sends_only_new_lines() {
+        let mut md = MarkdownStream::new();
+        md.push("```py\nprint(1)\n");
+        let Some(TailPatch::Html(first)) = md.take_patch() else {
+            panic!("the fence is shown whole first");
+        };
+        assert!(first.starts_with("<div class=\"code-block\">"), "{first}");
+        let code = format!("<code class=\"language-py\">{OPEN_PIECE}print(1)\n{OPEN_LINE}");
+        assert!(first.contains(&code), "{first}");
+        md.push("print(2)\npri");
+        assert_eq!(
+            md.take_patch(),
+            Some(TailPatch::Grow {
+                pieces: vec!["print(2)\n".into()],
+                line: Some("pri".into())
+            })
+        );
+        // A line that may be the closing fence stays the unfinished line, then closes.
+        md.push("nt(3)\n``");
+        assert_eq!(
+            md.take_patch(),
+            Some(TailPatch::Grow {
+                pieces: vec!["print(3)\n".into()],
+                line: Some("``".into())
+            })
+        );
+        md.push("`\n");
+        assert_eq!(md.take_blocks().len(), 1);
+        assert_eq!(md.take_patch(), Some(TailPatch::Html(String::new())));
+    }
+
+    #[test]
+    fn a_long_paragraph_grows_as_text_and_ends_as_markdown() {
+        let text: String = (0..2000).map(|i| format!("第{i}段 **粗** <b>。")).collect();
+        assert!(text.len() > 2 * OPEN_RENDER_LIMIT);
+        let mut md = MarkdownStream::new();
+        md.push(&text[..OPEN_RENDER_LIMIT - 100]);
+        assert!(
+            matches!(md.take_patch(), Some(TailPatch::Html(html)) if html.contains("<strong>"))
+        );
+        // Past the limit: shown whole as text once, then only what arrives.
+        let at = (OPEN_RENDER_LIMIT + 50..)
+            .find(|&at| text.is_char_boundary(at))
+            .unwrap();
+        md.push(&text[OPEN_RENDER_LIMIT - 100..at]);
+        let Some(TailPatch::Html(plain)) = md.take_patch() else {
+            panic!("plain text is shown whole first");
+        };
+        assert!(plain.starts_with(&format!(
+            "<div class=\"open-plain\">{OPEN_PIECE}第0段 **粗** &lt;b&gt;。"
+        )));
+        md.push(&text[at..]);
+        let Some(TailPatch::Grow { pieces, line: None }) = md.take_patch() else {
+            panic!("then it grows");
+        };
+        assert_eq!(pieces.concat(), text[at..]);
+        // Pieces end after a sentence, about PIECE_BYTES long.
+        assert!(pieces.len() > 3, "{}", pieces.len());
+        for piece in &pieces[1..pieces.len() - 1] {
+            assert!(piece.ends_with('。'), "{piece}");
+            assert!((PIECE_BYTES..PIECE_BYTES + 40).contains(&piece.len()));
+        }
+        md.finish();
+        let Some(TailPatch::Html(done)) = md.take_patch() else {
+            panic!("the end renders markdown");
+        };
+        assert_eq!(done, render(&text));
+    }
+
+    #[test]
+    fn a_paragraph_in_any_pieces_ends_as_one_render() {
+        let short = "一段 **粗体** 和 `代码`，\n第二行 [链接](https://example.com)。";
+        assert_eq!(check_any_split(short), render(short));
+        // Long: pieces cut after sentences, after lines, and (with neither) by size.
+        let long: String = (0..1500)
+            .map(|i| {
+                format!(
+                    "第{i}段 *斜* & <i>{}",
+                    if i % 50 == 0 { "\n" } else { "。" }
+                )
+            })
+            .collect();
+        let unbroken = "长".repeat(6000);
+        for text in [long, unbroken] {
+            assert!(text.len() > OPEN_RENDER_LIMIT + 4 * PIECE_BYTES);
+            assert_eq!(check_splits(&text, 997, &[61, 1000]), render(&text));
+        }
+    }
+
+    #[test]
+    fn a_long_code_fence_in_any_pieces_ends_as_one_render() {
+        let lines: String = (0..600).map(|i| format!("let v{i} = {i} < 2;\n")).collect();
+        let code = format!("```rust\n{lines}```");
+        assert!(code.len() > 4 * PIECE_BYTES);
+        assert_eq!(check_splits(&code, 101, &[5, 61]), render(&code));
+        let mut md = MarkdownStream::new();
+        md.push(&code[..code.len() - 3]);
+        let html = md.tail_html();
+        assert!(html.matches(OPEN_PIECE).count() > 4, "{html}");
+    }
+
+    /// Streaming in any pieces gives the same blocks and tail as one piece.
+    #[test]
+    fn blocks_commit_at_blank_lines_and_around_fences() {
         let text = "# 标题\n\n第一段。\n\n```\ncode\n\nstill code\n```\n\n- a\n- b\n\n结尾";
         for size in [1, 2, 3, 7, text.len()] {
             let mut stream = MarkdownStream::new();
             let mut blocks = Vec::new();
-            let chars: Vec<char> = text.chars().collect();
-            for piece in chars.chunks(size) {
-                blocks.extend(stream.push(&piece.iter().collect::<String>()));
+            for piece in pieces(text, size) {
+                stream.push(&piece);
+                blocks.extend(stream.take_blocks());
             }
             assert_eq!(blocks.len(), 4, "size {size}: {blocks:?}");
             assert!(blocks[2].contains("still code"), "the fence is one block");
             assert_eq!(stream.tail_html(), "<p>结尾</p>\n");
             assert_eq!(stream.text, text);
         }
+        // A fence right after a paragraph's line, text right after the fence.
+        let text = "代码如下：\n```js\nlet a = `x`;\n```\n之后。\n- 列表\n  ```\n  缩进\n\n  的代码\n  ```\n";
+        let mut md = MarkdownStream::new();
+        md.push(text);
+        let blocks = md.take_blocks();
+        assert_eq!(
+            blocks,
+            [render("代码如下：\n"), render("```js\nlet a = `x`;\n```\n")]
+        );
+        assert_eq!(
+            md.tail_html(),
+            render("之后。\n- 列表\n  ```\n  缩进\n\n  的代码\n  ```\n")
+        );
+        assert_eq!(check_any_split(text), blocks.concat() + &md.tail_html());
+    }
+
+    #[test]
+    fn inline_code_is_no_fence_and_markdown_stays_safe_while_open() {
+        let mut md = MarkdownStream::new();
+        md.push("```a`b```\n\n");
+        assert_eq!(md.take_blocks(), [render("```a`b```\n\n")]);
+        md.push("```\n<script>alert(1)</script>\n<img");
+        let html = md.tail_html();
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
+        let plain: String = "<img src=x onerror=alert(1)>".repeat(400);
+        let mut md = MarkdownStream::new();
+        md.push(&plain);
+        let html = md.tail_html();
+        assert!(html.starts_with("<div class=\"open-plain\">"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
     }
 }

@@ -145,10 +145,13 @@ fn is_last(session: ChatSession, id: u64) -> bool {
 }
 
 /// The answer's markdown (finished blocks, each rendered once, then the tail), with a
-/// waiting note and a cursor while it streams.
+/// waiting note and a cursor while it streams. The tail's element is kept by
+/// [`show_tail`], not by the view: it grows by the text that arrived, not re-rendered.
 #[component]
 fn AnswerText(msg: Msg) -> impl IntoView {
     let status = move || msg.data.status().get();
+    let tail = NodeRef::<leptos::html::Div>::new();
+    show_tail(msg, tail);
     view! {
         <div class="bubble markdown" data-testid="answer-text">
             <For
@@ -156,7 +159,7 @@ fn AnswerText(msg: Msg) -> impl IntoView {
                 key=|(index, _)| *index
                 children=|(_, html)| view! { <div class="block" inner_html=html></div> }
             />
-            <div class="block tail" inner_html=move || msg.tail.get()></div>
+            <div class="block tail" node_ref=tail></div>
             <Show when=move || status() == Status::Waiting && msg.retry.with(Option::is_none)>
                 <span class="muted">"正在等待模型响应…"</span>
             </Show>
@@ -165,6 +168,70 @@ fn AnswerText(msg: Msg) -> impl IntoView {
             </Show>
         </div>
     }
+}
+
+/// Applies the tail's patches to its element, once per frame that changed it: the whole
+/// tail's HTML, or text inserted before the open line's marker (a text node: the model's
+/// text is never parsed as HTML here), in new pieces as the patch says. The effect keeps
+/// the marker between frames.
+#[cfg(feature = "hydrate")]
+fn show_tail(msg: Msg, tail: NodeRef<leptos::html::Div>) {
+    use super::markdown::{TailPatch, OPEN_LINE_SELECTOR};
+    // This element starts empty: its first patch must be the whole tail.
+    msg.forget_tail();
+    Effect::new(move |marker: Option<Option<web_sys::Element>>| {
+        msg.tail_version.track();
+        let marker = marker.flatten();
+        let element = tail.get()?;
+        let patch = match (msg.take_tail_patch(), marker) {
+            (None, marker) => return marker,
+            (Some(TailPatch::Grow { pieces, line }), Some(marker)) => {
+                grow(&marker, &pieces, line.as_deref());
+                return Some(marker);
+            }
+            // No marker to grow from (it cannot happen, but the page can be changed
+            // under us): show the whole tail.
+            (Some(TailPatch::Grow { .. }), None) => {
+                msg.forget_tail();
+                msg.take_tail_patch()?
+            }
+            (Some(html), _) => html,
+        };
+        if let TailPatch::Html(html) = patch {
+            element.set_inner_html(&html);
+        }
+        element.query_selector(OPEN_LINE_SELECTOR).ok().flatten()
+    });
+}
+
+/// Appends `pieces` before `marker` (the open line), each after the first in a new
+/// piece that the marker moves into, then shows `line` in it.
+#[cfg(feature = "hydrate")]
+fn grow(marker: &web_sys::Element, pieces: &[String], line: Option<&str>) {
+    use super::markdown::OPEN_PIECE;
+    for (index, text) in pieces.iter().enumerate() {
+        if index > 0 {
+            let Some(piece) = marker.parent_element() else {
+                return;
+            };
+            let _ = piece.insert_adjacent_html("afterend", &format!("{OPEN_PIECE}</span>"));
+            if let Some(next) = piece.next_element_sibling() {
+                let _ = next.append_with_node_1(marker);
+            }
+        }
+        if !text.is_empty() {
+            let _ = marker.before_with_str_1(text);
+        }
+    }
+    if let Some(line) = line {
+        marker.set_text_content(Some(line));
+    }
+}
+
+/// On the server nothing streams: the tail stays empty.
+#[cfg(not(feature = "hydrate"))]
+fn show_tail(msg: Msg, tail: NodeRef<leptos::html::Div>) {
+    let _ = (msg, tail);
 }
 
 /// What went wrong, a hint, and 重试 on the last answer when it may help.

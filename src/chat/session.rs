@@ -10,7 +10,7 @@
 use leptos::prelude::*;
 use reactive_stores::Store;
 
-use super::markdown::MarkdownStream;
+use super::markdown::{MarkdownStream, TailPatch};
 use super::platform::{self, StreamEnd, StreamFrame, StreamHandle, Timer};
 use super::state::{
     self, Accept, Failure, Message, MessageStoreFields, Reconnect, Saved, Settings, Stats, Status,
@@ -38,16 +38,18 @@ pub(crate) struct RetryNotice {
 pub(crate) struct Msg {
     pub id: u64,
     pub data: Store<Message>,
-    /// The answer's rendered markdown: finished blocks, then the tail.
+    /// The answer's rendered markdown: finished blocks, then the tail (the open block),
+    /// which the view takes as patches ([`Msg::take_tail_patch`]) when `tail_version`
+    /// changes, at most once per frame.
     pub blocks: RwSignal<Vec<String>>,
-    pub tail: RwSignal<String>,
+    pub tail_version: RwSignal<u64>,
     pub retry: RwSignal<Option<RetryNotice>>,
     /// Frames that never arrived (a gap in `seq`).
     pub missing: RwSignal<u64>,
     /// The connection broke and the stream is being resumed: 重新连接中….
     pub reconnecting: RwSignal<bool>,
     markdown: StoredValue<MarkdownStream>,
-    /// A tail render is scheduled for the next frame.
+    /// The blocks and tail are to be shown at the next frame.
     tail_pending: StoredValue<bool>,
 }
 
@@ -58,7 +60,7 @@ impl Msg {
             id,
             data: Store::new(message),
             blocks: RwSignal::new(Vec::new()),
-            tail: RwSignal::new(String::new()),
+            tail_version: RwSignal::new(0),
             retry: RwSignal::new(None),
             missing: RwSignal::new(0),
             reconnecting: RwSignal::new(false),
@@ -66,6 +68,9 @@ impl Msg {
             tail_pending: StoredValue::new(false),
         };
         msg.append_text(&content);
+        if !msg.is_active() {
+            msg.markdown.update_value(MarkdownStream::finish);
+        }
         msg
     }
 
@@ -90,8 +95,8 @@ impl Msg {
             .with_untracked(|p| Some((p.stream_id.clone()?, p.last_event)))
     }
 
-    /// Appends answer text: O(chunk) work now; the unfinished paragraph is re-rendered
-    /// at most once per frame, however many chunks arrive in between.
+    /// Appends answer text: O(chunk) work now; what it changes is shown at the next
+    /// frame, once for all the chunks before it.
     fn append_text(&self, text: &str) {
         if text.is_empty() {
             return;
@@ -100,17 +105,13 @@ impl Msg {
         if self.role() != Role::Assistant {
             return;
         }
-        let finished = self
-            .markdown
-            .try_update_value(|md| md.push(text))
-            .unwrap_or_default();
-        if !finished.is_empty() {
-            self.blocks.update(|b| b.extend(finished));
-        }
+        self.markdown.try_update_value(|md| md.push(text));
         self.schedule_tail();
     }
 
-    /// Renders the unfinished tail at the next frame, once for all the chunks before it.
+    /// At the next frame: shows the blocks finished since the last one and lets the view
+    /// take the tail's change. Both in one frame, so a block never shows twice (finished
+    /// and still in the tail).
     fn schedule_tail(&self) {
         if self.tail_pending.get_value() {
             return;
@@ -119,18 +120,39 @@ impl Msg {
         let msg = *self;
         platform::next_frame(move || {
             // The tab may have been left since: its signals are gone.
-            if msg.tail.is_disposed() {
+            if msg.tail_version.is_disposed() {
                 return;
             }
             // Follow the answer down, unless the reader has scrolled up to read.
             let follow = platform::near_bottom();
             msg.tail_pending.set_value(false);
-            msg.tail
-                .set(msg.markdown.with_value(MarkdownStream::tail_html));
+            let finished = msg
+                .markdown
+                .try_update_value(MarkdownStream::take_blocks)
+                .unwrap_or_default();
+            if !finished.is_empty() {
+                msg.blocks.update(|b| b.extend(finished));
+            }
+            msg.tail_version.update(|v| *v += 1);
             if follow {
                 platform::scroll_to_bottom();
             }
         });
+    }
+
+    /// What the view of the tail must change to show it as it is now (`None`: nothing).
+    // Only the browser's view takes patches; the server renders no answers.
+    #[cfg_attr(not(any(feature = "hydrate", test)), allow(dead_code))]
+    pub fn take_tail_patch(&self) -> Option<TailPatch> {
+        self.markdown
+            .try_update_value(MarkdownStream::take_patch)
+            .flatten()
+    }
+
+    /// A new (empty) view of the tail: its next patch is the whole tail.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    pub fn forget_tail(&self) {
+        self.markdown.try_update_value(MarkdownStream::forget_shown);
     }
 
     /// Applies frame `index` of this answer's stream, unless it was applied already (a
@@ -245,6 +267,9 @@ impl Msg {
             self.data.failure().set(failure);
         }
         self.data.status().set(status);
+        // The open block is rendered as markdown now, as a reload would render it.
+        self.markdown.try_update_value(MarkdownStream::finish);
+        self.schedule_tail();
     }
 }
 
@@ -867,7 +892,11 @@ mod tests {
         assert_eq!(data.progress.last_event, Some(3));
         assert_eq!(msg.missing.get_untracked(), 1);
         assert_eq!(msg.blocks.get_untracked().len(), 1);
-        assert_eq!(msg.tail.get_untracked(), "<p>尾巴</p>\n");
+        assert_eq!(
+            msg.take_tail_patch(),
+            Some(TailPatch::Html("<p>尾巴</p>\n".into()))
+        );
+        assert_eq!(msg.take_tail_patch(), None);
 
         msg.apply(
             4,
@@ -888,7 +917,7 @@ mod tests {
 
         // Leaving the tab disposes the message: late frames must check before reading.
         owner.cleanup();
-        assert!(msg.data.is_disposed() && msg.tail.is_disposed());
+        assert!(msg.data.is_disposed() && msg.tail_version.is_disposed());
     }
 
     #[test]
@@ -942,6 +971,43 @@ mod tests {
         assert_eq!(data.status, Status::Stopped);
         assert_eq!(data.content, "一半");
         assert!(data.stats.is_some());
+    }
+
+    /// What a view of the answer holds: its blocks, then its tail built from patches.
+    fn shown(msg: Msg) -> String {
+        let tail = match msg.take_tail_patch() {
+            Some(TailPatch::Html(html)) => html,
+            other => panic!("a new view gets the whole tail, not {other:?}"),
+        };
+        msg.blocks.get_untracked().concat() + &tail
+    }
+
+    #[test]
+    fn a_finished_answer_shows_the_same_after_a_reload() {
+        let owner = Owner::new();
+        owner.set();
+        let text = "代码：\n```rust\nfn main() {}\n``";
+        let msg = Msg::new(1, Message::new(Role::Assistant, "", Status::Waiting));
+        msg.apply(0, start("s-1"));
+        for (seq, piece) in text.split_inclusive('\n').enumerate() {
+            msg.apply(seq as u64 + 1, chunk(seq as u64, piece));
+            msg.take_tail_patch();
+        }
+        let done = Frame::Done {
+            finish_reason: "stop".into(),
+            usage: usage(),
+            cost: cost(),
+            timing: Timing {
+                first_token_ms: Some(5),
+                total_ms: 10,
+            },
+        };
+        msg.apply(9, done);
+        let saved = msg.data.get_untracked();
+        msg.forget_tail();
+        let streamed = shown(msg);
+        assert!(streamed.contains("fn main() {}\n``</code>"), "{streamed}");
+        assert_eq!(streamed, shown(Msg::new(2, saved)));
     }
 
     #[test]

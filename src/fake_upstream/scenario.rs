@@ -9,10 +9,12 @@
 //! `openai`. Options:
 //! - `crlf` — CRLF line endings; `split` — every write in 5-byte pieces (so `data:` lines
 //!   and UTF-8 characters are cut across reads);
-//! - `delay=MS` — pause before each chunk; `chunks=N` — a long answer of N chunks;
-//!   `keepalive=N` — N `: keep-alive` comments before the first chunk, each after
-//!   `keepalive_every=MS`; `no_usage`; `answer=xss` — an answer carrying HTML and a
-//!   `javascript:` link;
+//! - `delay=MS` — pause before each chunk; `chunks=N` — a long answer of N chunks, one
+//!   unbroken paragraph (`第0段。第1段。…`), or with `answer=code` one fenced code block
+//!   ([`code_answer`]: the fence opens in the first chunk and closes in the last, a line
+//!   ends every 4th chunk); `keepalive=N` — N `: keep-alive` comments before the first
+//!   chunk, each after `keepalive_every=MS`; `no_usage`; `answer=xss` — an answer carrying
+//!   HTML and a `javascript:` link;
 //! - `status=CODE` (400–599, anything else is 500; + `times=N`: only the first N attempts;
 //!   `html`: an HTML body) with `retry_after=S`, `retry_after_date=S`, `retry_after_ms=MS`,
 //!   or any header text at all: `retry_after_raw=TEXT`, `retry_after_ms_raw=TEXT` (sent
@@ -395,6 +397,9 @@ impl Scenario {
             Vec::new()
         };
         let answer: Vec<String> = match self.number("chunks") {
+            Some(n) if self.options.get("answer").map(String::as_str) == Some("code") => {
+                code_answer(n)
+            }
             Some(n) => (0..n).map(|i| format!("第{i}段。")).collect(),
             None if self.options.get("answer").map(String::as_str) == Some("xss") => {
                 pieces(XSS_ANSWER)
@@ -585,6 +590,26 @@ pub fn pieces(text: &str) -> Vec<String> {
     out
 }
 
+/// `answer=code chunks=N`: one fenced code block in N chunks (the rendering benchmark's
+/// long code answer): chunk `i` is `let v{i} = {i};` and a space, or a line ending every
+/// 4th chunk; the first opens the fence, the last ends its line and closes it.
+pub fn code_answer(chunks: u64) -> Vec<String> {
+    (0..chunks)
+        .map(|i| {
+            let open = if i == 0 { "```rust\n" } else { "" };
+            let last = i + 1 == chunks;
+            let end = if last {
+                "\n```"
+            } else if i % 4 == 3 {
+                "\n"
+            } else {
+                " "
+            };
+            format!("{open}let v{i} = {i};{end}")
+        })
+        .collect()
+}
+
 /// The offline demo's answer to `question`: honest about being a demo, and shows what the
 /// app renders.
 pub fn demo_answer(question: &str) -> String {
@@ -761,6 +786,17 @@ mod tests {
         assert_eq!(
             marker_text(&json!({"messages": [{"role": "user", "content": "plain"}]})),
             None
+        );
+    }
+
+    #[test]
+    fn a_code_answer_is_one_fenced_block() {
+        let plan = plan_for("openai chunks=5 answer=code", "k");
+        let text = String::from_utf8(written(&plan)).unwrap();
+        assert!(text.contains("let v4 = 4;"), "{text}");
+        assert_eq!(
+            code_answer(5).concat(),
+            "```rust\nlet v0 = 0; let v1 = 1; let v2 = 2; let v3 = 3;\nlet v4 = 4;\n```"
         );
     }
 
