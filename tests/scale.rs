@@ -20,7 +20,7 @@ use streamai::protocol::{ErrorCode, Frame};
 
 use futures::FutureExt;
 
-use cuts::{assert_exact, cut_and_resume, percentile, random_cuts, Rng};
+use cuts::{assert_exact, cut_and_resume, percentile, random_cuts, start_answer, Rng};
 
 /// The services `scripts/test.sh` started.
 struct Services {
@@ -222,31 +222,6 @@ async fn cuts_resume_through_any_instance(http: &reqwest::Client, nginx: &str, b
     assert!(p95 <= Duration::from_millis(300), "resume p95 {p95:?}");
 }
 
-/// POSTs `prompt` to `base` and reads until the first chunk: the answer id and the
-/// open response.
-async fn start(http: &reqwest::Client, base: &str, prompt: &str) -> (String, reqwest::Response) {
-    let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
-    let mut response = http
-        .post(format!("{base}/api/chat/stream"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut seen = String::new();
-    while !seen.contains("\"type\":\"chunk\"") {
-        let bytes = response.chunk().await.unwrap().expect("the answer streams");
-        seen.push_str(&String::from_utf8_lossy(&bytes));
-    }
-    let id = seen
-        .split('"')
-        .find(|part| part.starts_with("chat-"))
-        .expect("the start frame names the answer")
-        .to_owned();
-    (id, response)
-}
-
 fn finish_reason(raw: &str) -> String {
     let frames: Vec<Frame> = streamai::sse::Parser::new()
         .feed(raw.as_bytes())
@@ -264,7 +239,7 @@ async fn a_stop_reaches_the_answer_from_another_instance(
     bases: &[String],
     fake: &FakeUpstream,
 ) {
-    let (id, first) = start(http, &bases[0], "停 [[fake:openai delay=50 chunks=200]]").await;
+    let (id, first) = start_answer(http, &bases[0], "停 [[fake:openai delay=50 chunks=200]]").await;
     let second = http
         .get(format!("{}/api/chat/stream/{id}?after=0", bases[1]))
         .send()

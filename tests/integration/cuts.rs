@@ -95,6 +95,38 @@ async fn read_leg(response: reqwest::Response, cut: Cut, sent: Instant) -> Leg {
     }
 }
 
+/// POSTs `prompt` to `base`'s stream endpoint and reads until the first chunk: the
+/// answer's id (from its `start` frame) and the still open response.
+pub async fn start_answer(
+    http: &reqwest::Client,
+    base: &str,
+    prompt: &str,
+) -> (String, reqwest::Response) {
+    let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
+    let mut response = http
+        .post(format!("{base}/api/chat/stream"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"type\":\"chunk\"") {
+        let bytes = response.chunk().await.unwrap().expect("the answer streams");
+        seen.extend_from_slice(&bytes);
+    }
+    let id = Parser::new()
+        .feed(&seen)
+        .into_iter()
+        .find_map(|event| match serde_json::from_str(&event.data) {
+            Ok(Frame::Start { id, .. }) => Some(id),
+            _ => None,
+        })
+        .expect("the start frame names the answer");
+    (id, response)
+}
+
 /// What one cut answer gave.
 pub struct Outcome {
     pub text: String,

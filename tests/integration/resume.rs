@@ -44,32 +44,9 @@ async fn two_hundred_random_cuts_resume_byte_exact_with_no_frame_twice() {
     assert!(p95 <= Duration::from_millis(300), "resume p95 {p95:?}");
 }
 
-/// POSTs `prompt` and reads until the first chunk; returns the answer id and the open
-/// response.
+/// [`cuts::start_answer`] on `h`.
 async fn start(h: &Harness, prompt: &str) -> (String, reqwest::Response) {
-    let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
-    let mut response = h
-        .raw_client()
-        .post(h.url("/api/chat/stream"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut seen = String::new();
-    while !seen.contains("\"type\":\"chunk\"") {
-        let bytes = response.chunk().await.unwrap().expect("stream continues");
-        seen.push_str(&String::from_utf8_lossy(&bytes));
-    }
-    let id = parse_frames(&seen[..seen.find("\n\n").unwrap() + 2])
-        .into_iter()
-        .find_map(|f| match f {
-            Frame::Start { id, .. } => Some(id),
-            _ => None,
-        })
-        .expect("the start frame comes first");
-    (id, response)
+    cuts::start_answer(h.raw_client(), &format!("http://{}", h.addr), prompt).await
 }
 
 async fn get(h: &Harness, path: &str) -> Streamed {
