@@ -3,5 +3,5 @@
 # With no API key in the environment or .env, the built-in offline demo model answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --dev
 exec cargo leptos watch "$@"

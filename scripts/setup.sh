@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what is missing, and nothing that is already there. Idempotent.
-#   scripts/setup.sh          the build tools: wasm32 target, cargo-leptos, wasm-bindgen CLI
-#   scripts/setup.sh --test   also Chromium, Postgres, Redis and nginx (Debian packages) and
-#                             the end2end npm packages
-#   scripts/setup.sh --release also wasm-opt (the npm `binaryen` package) for release builds
+#   scripts/setup.sh           the build tools: wasm32 target, wasm-bindgen CLI
+#   scripts/setup.sh --dev     also cargo-leptos (`cargo leptos watch`: scripts/dev.sh)
+#   scripts/setup.sh --test    also Chromium, Postgres, Redis and nginx (Debian packages) and
+#                              the end2end npm packages (the tests build the site with
+#                              scripts/site.sh, so they never wait for cargo-leptos)
+#   scripts/setup.sh --release also cargo-leptos and wasm-opt (the npm `binaryen` package)
 # Everything comes from the package registries (crates.io, npm, Debian); nothing is
 # downloaded from elsewhere, so cargo-leptos is built with its `no_downloads` feature.
 set -euo pipefail
@@ -15,10 +17,12 @@ CARGO_LEPTOS_VERSION=0.3.10
 # here; `cargo update -p wasm-bindgen --precise X`, then rerun this script.
 WASM_BINDGEN_VERSION=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 
+want_dev=false
 want_test=false
 want_release=false
 for arg in "$@"; do
   case "$arg" in
+    --dev) want_dev=true ;;
     --test) want_test=true ;;
     --release) want_release=true ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
@@ -56,8 +60,8 @@ quick_install() {
     cargo install "$@"
 }
 
-if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
-  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (a few minutes, once)"
+if ($want_dev || $want_release) && ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (once; ~20 min on 2 cores: it bundles swc, lightningcss and OpenSSL)"
   quick_install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
 

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh --test
 
-# cargo-leptos compiles with LEPTOS_OUTPUT_NAME set, and leptos reads it at compile time;
-# setting it here too lets every cargo command below reuse the same target/ artifacts.
+# leptos reads LEPTOS_OUTPUT_NAME at compile time (scripts/site.sh and cargo-leptos set
+# it); setting it here too lets every cargo command below reuse the same target/ artifacts.
 export LEPTOS_OUTPUT_NAME=streamai
 
 step() {
@@ -71,6 +71,6 @@ TEST_SCALE_REQUIRED=1
 export TEST_REDIS_URL TEST_NGINX_URL TEST_INSTANCE_PORTS TEST_SCALE_REQUIRED
 
 step "unit and integration tests" cargo test --features ssr --locked
-step "build the site" cargo leptos build
+step "build the site" scripts/site.sh
 step "build the fake upstream" cargo build --features ssr --bin fake-upstream --locked
 step "browser tests" bash -c 'cd end2end && npx playwright test'
