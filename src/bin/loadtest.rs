@@ -113,7 +113,11 @@ async fn main() -> ExitCode {
     let mut children = Vec::new();
     for env in &servers {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match spawn(&format!("{bin_dir}/streamai"), &[], &env) {
+        // LOADTEST_SERVER_BIN: another build of the server (e.g. before a change), run
+        // against the same fake and client for an A/B in one run.
+        let server_bin =
+            std::env::var("LOADTEST_SERVER_BIN").unwrap_or_else(|_| format!("{bin_dir}/streamai"));
+        match spawn(&server_bin, &[], &env) {
             Ok(child) => children.push(child),
             Err(err) => {
                 let _ = fake.kill();
@@ -122,13 +126,13 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let code = run(&levels, children[0].id()).await;
+    let code = run(&levels, children[0].id(), fake.id()).await;
     children.iter_mut().for_each(|c| drop(c.kill()));
     let _ = fake.kill();
     code
 }
 
-async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
+async fn run(levels: &[usize], server_pid: u32, fake_pid: u32) -> ExitCode {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(120))
@@ -144,9 +148,9 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
         CHUNKS
     );
     println!(
-        "{:>6} {:>6} {:>5} {:>8} | {:>17} {:>17} {:>15} | {:>15} {:>15} | {:>9} {:>8} {:>7} {:>9} {:>6}",
+        "{:>6} {:>6} {:>5} {:>8} | {:>17} {:>17} {:>15} | {:>15} {:>15} | {:>9} {:>8} {:>7} {:>9} {:>6} {:>9} {:>6}",
         "C", "ok", "fail", "mismatch", "ttfc direct p50/99", "ttfc relay p50/99", "added p50/99", "gap direct", "gap relay",
-        "rss peak", "KiB/strm", "cpu s", "cpu s/1k", "cores"
+        "rss peak", "KiB/strm", "cpu s", "cpu s/1k", "cores", "fake s/1k", "×fake"
     );
     let mut all_matched = true;
     for &level in levels {
@@ -154,6 +158,7 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
         let direct = run_level(&http, level, delay, ramp, Target::Direct).await;
         let baseline_rss = rss_kib(server_pid).unwrap_or(0);
         let cpu_before = cpu_seconds(server_pid).unwrap_or(0.0);
+        let fake_before = cpu_seconds(fake_pid).unwrap_or(0.0);
         let peak = Arc::new(AtomicU64::new(baseline_rss));
         let sampler = tokio::spawn(sample_rss(server_pid, peak.clone()));
         let started = Instant::now();
@@ -161,6 +166,9 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
         let wall = started.elapsed().as_secs_f64();
         sampler.abort();
         let cpu = cpu_seconds(server_pid).unwrap_or(0.0) - cpu_before;
+        // The fake served the same streams in the same interval: its own cost per stream
+        // is the reference the relay's is measured against.
+        let fake_cpu = cpu_seconds(fake_pid).unwrap_or(0.0) - fake_before;
         let peak = peak.load(Ordering::Relaxed);
 
         let ok = relay.iter().filter(|r| r.ok).count();
@@ -177,7 +185,7 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
         let (gd50, gd99) = gaps(&direct);
         let (gr50, gr99) = gaps(&relay);
         println!(
-            "{:>6} {:>6} {:>5} {:>8} | {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>7.2}/{:<7.2} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>6} Ki {:>8.1} {:>7.2} {:>9.3} {:>6.3}",
+            "{:>6} {:>6} {:>5} {:>8} | {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>7.2}/{:<7.2} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>6} Ki {:>8.1} {:>7.2} {:>9.3} {:>6.3} {:>9.3} {:>6.2}",
             level,
             ok,
             level - ok,
@@ -189,12 +197,17 @@ async fn run(levels: &[usize], server_pid: u32) -> ExitCode {
             cpu,
             cpu / level as f64 * 1000.0,
             cpu / wall,
+            fake_cpu / level as f64 * 1000.0,
+            cpu / fake_cpu.max(f64::EPSILON),
         );
     }
-    println!("times in ms; gap = time between consecutive chunks (the fake paces them); cores = server CPU seconds / wall seconds");
-    big_prompts_beside_streams(&http).await;
-    ledger_on_and_off(&http).await;
-    ssr_latency(&http).await;
+    println!("times in ms; gap = time between consecutive chunks (the fake paces them); cores = server CPU seconds / wall seconds; ×fake = server CPU / the fake upstream's CPU for the same streams");
+    // LOADTEST_RELAY_ONLY=1: only the table above (for profiling the relay).
+    if std::env::var_os("LOADTEST_RELAY_ONLY").is_none() {
+        big_prompts_beside_streams(&http).await;
+        ledger_on_and_off(&http).await;
+        ssr_latency(&http).await;
+    }
     if all_matched {
         ExitCode::SUCCESS
     } else {

@@ -8,10 +8,12 @@
 //! provider connection, and logs the partial usage.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::field::Empty;
@@ -31,6 +33,10 @@ use crate::protocol::{Cost, ErrorCode, Frame, Timing, Usage, UsageSource, Yuan};
 
 /// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
 pub type FrameStream = BoxStream<'static, Frame>;
+
+/// The relay's end of its frame channel. Frames travel boxed: a channel allocates its
+/// slots 32 at a time, and 32 boxes take 256 bytes where 32 frames took 5 KiB per chat.
+type FrameTx = mpsc::Sender<Box<Frame>>;
 
 /// What one chat cost and how it ended: sent once, when it ends, for the ledger and the
 /// budget. The same numbers as the terminal frame (or, for a browser that went away, as
@@ -100,7 +106,7 @@ impl LlmClient {
         let (report_tx, report_rx) = oneshot::channel();
         tokio::spawn(run(self.clone(), job, tx, report_tx, control));
         let frames = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|frame| (frame, rx))
+            rx.recv().await.map(|frame| (*frame, rx))
         });
         (frames.boxed(), report_rx)
     }
@@ -110,7 +116,7 @@ impl LlmClient {
 async fn run(
     client: Arc<LlmClient>,
     job: ChatJob,
-    tx: mpsc::Sender<Frame>,
+    tx: FrameTx,
     report_to: oneshot::Sender<Report>,
     control: Control,
 ) {
@@ -135,12 +141,7 @@ async fn run(
     let _ = report_to.send(report);
 }
 
-async fn relay(
-    client: Arc<LlmClient>,
-    job: ChatJob,
-    tx: mpsc::Sender<Frame>,
-    mut control: Control,
-) -> Report {
+async fn relay(client: Arc<LlmClient>, job: ChatJob, tx: FrameTx, mut control: Control) -> Report {
     let mut session = Session::new(&job);
     let start = Frame::Start {
         id: control.id.clone(),
@@ -148,7 +149,7 @@ async fn relay(
         model: job.model.id.clone(),
         prompt_tokens: session.prompt_estimate,
     };
-    if tx.send(start).await.is_err() {
+    if tx.send(Box::new(start)).await.is_err() {
         return session.cancelled();
     }
     match drive(&client, &job, &mut session, &tx, &mut control).await {
@@ -181,18 +182,17 @@ async fn drive(
     client: &LlmClient,
     job: &ChatJob,
     session: &mut Session,
-    tx: &mpsc::Sender<Frame>,
+    tx: &FrameTx,
     control: &mut Control,
 ) -> End {
     let config = client.config();
     let limits = &config.limits;
-    let mut stops = Stops {
+    let mut stops = Stops::new(
         tx,
-        shutdown: &mut control.shutdown,
-        stop: &mut control.stop,
-        deadline: later(session.started, limits.max_stream),
-        cap: limits.max_stream,
-    };
+        control,
+        later(session.started, limits.max_stream),
+        limits.max_stream,
+    );
     let mut chain = job.model.chain.fallback.iter();
     let mut current = Cow::Borrowed(job);
     loop {
@@ -266,7 +266,9 @@ async fn relay_turn(
     let config = client.config();
     let limits = &config.limits;
     let tx = stops.tx;
-    let opening = client.open_with_retry(job, |wait| announce_retry(tx, wait));
+    // Boxed: the opening (retries, the request) is over once text flows, and its state
+    // should not stay in every streaming chat's task.
+    let opening = Box::pin(client.open_with_retry(job, |wait| announce_retry(tx, wait)));
     let (opened, attempts) = match stops.race(opening).await {
         Ok(opened) => opened,
         Err(end) => return end,
@@ -279,21 +281,22 @@ async fn relay_turn(
     };
     tracing::Span::current().record("key_id", key_id(upstream.key));
     session.key = Some(upstream.key);
+    let mut silence = Silence::new(config.timeout);
     loop {
         // After `finish_reason` only usage and `[DONE]` may follow: a provider that
         // keeps the connection open in silence gets a short grace, not the idle timeout.
         let finished = session.finish_reason.is_some();
-        let silence = if finished {
+        let limit = if finished {
             limits.finish_grace
         } else {
             config.timeout
         };
-        let next = tokio::time::timeout(silence, upstream.body.next_event());
+        let next = silence.watch(limit, upstream.body.next_event());
         let event = match stops.race(next).await {
             Err(end) => return end,
-            Ok(Ok(event)) => event,
-            Ok(Err(_)) if finished => Ok(None),
-            Ok(Err(_)) => Err(LlmError::IdleTimeout(silence.as_secs())),
+            Ok(Some(event)) => event,
+            Ok(None) if finished => Ok(None),
+            Ok(None) => Err(LlmError::IdleTimeout(limit.as_secs())),
         };
         let frame = match event {
             Ok(Some(UpstreamEvent::Done)) => return End::Finished,
@@ -314,33 +317,129 @@ async fn relay_turn(
 }
 
 /// What ends a chat from outside: a stop, the receiver leaving, shutdown, the total
-/// time cap.
+/// time cap. One future watches all four for the whole chat, so each event raced
+/// against them registers nothing new (no timer, no waiter) — the per-chunk path stays
+/// a poll of an already-registered future.
 struct Stops<'a> {
-    tx: &'a mpsc::Sender<Frame>,
-    shutdown: &'a mut Shutdown,
-    stop: &'a mut watch::Receiver<bool>,
-    deadline: Instant,
-    cap: Duration,
+    tx: &'a FrameTx,
+    outside: Pin<Box<dyn Future<Output = Outside> + Send + 'a>>,
+    /// Set once `outside` has resolved: a resolved future is not polled again.
+    fired: Option<Outside>,
 }
 
-impl Stops<'_> {
+/// An end that came from outside the provider stream.
+#[derive(Clone, Copy, Debug)]
+enum Outside {
+    ClientGone,
+    Stopped,
+    Shutdown,
+    TooLong(Duration),
+}
+
+impl From<Outside> for End {
+    fn from(outside: Outside) -> End {
+        match outside {
+            Outside::ClientGone => End::ClientGone,
+            Outside::Stopped => End::Stopped,
+            Outside::Shutdown => End::Failed(LlmError::Shutdown),
+            Outside::TooLong(cap) => End::Failed(LlmError::TooLong(cap.as_secs())),
+        }
+    }
+}
+
+impl<'a> Stops<'a> {
+    fn new(
+        tx: &'a FrameTx,
+        control: &'a mut Control,
+        deadline: Instant,
+        cap: Duration,
+    ) -> Stops<'a> {
+        let stop = &mut control.stop;
+        let shutdown = &mut control.shutdown;
+        let outside = async move {
+            tokio::select! {
+                biased;
+                () = tx.closed() => Outside::ClientGone,
+                () = flipped(stop) => Outside::Stopped,
+                () = flipped(shutdown) => Outside::Shutdown,
+                () = tokio::time::sleep_until(deadline) => Outside::TooLong(cap),
+            }
+        };
+        Stops {
+            tx,
+            outside: Box::pin(outside),
+            fired: None,
+        }
+    }
+
     /// Runs `work` unless one of the stops comes first.
-    async fn race<T>(&mut self, work: impl std::future::Future<Output = T>) -> Result<T, End> {
+    async fn race<T>(&mut self, work: impl Future<Output = T>) -> Result<T, End> {
+        if let Some(outside) = self.fired {
+            return Err(outside.into());
+        }
         tokio::select! {
             biased;
-            () = self.tx.closed() => Err(End::ClientGone),
-            () = flipped(self.stop) => Err(End::Stopped),
-            () = flipped(self.shutdown) => Err(End::Failed(LlmError::Shutdown)),
-            () = tokio::time::sleep_until(self.deadline) => {
-                Err(End::Failed(LlmError::TooLong(self.cap.as_secs())))
+            outside = &mut self.outside => {
+                self.fired = Some(outside);
+                Err(outside.into())
             }
             out = work => Ok(out),
         }
     }
 }
 
-/// Sends a frame to the browser; one that has read nothing for `stall` is dropped.
-async fn deliver(tx: &mpsc::Sender<Frame>, frame: Frame, stall: Duration) -> Result<(), End> {
+/// The provider's silence limit, on one timer per turn: each event only notes its time,
+/// and the timer, when it fires, is moved to the last event plus the limit unless that
+/// has passed (a timer per event cost a timer-wheel insert and removal per chunk).
+struct Silence {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    last: Instant,
+}
+
+impl Silence {
+    fn new(limit: Duration) -> Silence {
+        let now = Instant::now();
+        Silence {
+            timer: Box::pin(tokio::time::sleep_until(later(now, limit))),
+            last: now,
+        }
+    }
+
+    /// `work`'s output, or `None` if the provider was silent for `limit` since its last
+    /// event (or since the turn began).
+    async fn watch<F: Future>(&mut self, limit: Duration, work: F) -> Option<F::Output> {
+        let due = later(self.last, limit);
+        if due < self.timer.deadline() {
+            self.timer.as_mut().reset(due);
+        }
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => {
+                    self.last = Instant::now();
+                    return Some(out);
+                }
+                () = &mut self.timer => {
+                    let due = later(self.last, limit);
+                    if due <= Instant::now() {
+                        return None;
+                    }
+                    self.timer.as_mut().reset(due);
+                }
+            }
+        }
+    }
+}
+
+/// Sends a frame to the browser; one that has read nothing for `stall` is dropped. A
+/// channel with room (the usual case) takes the frame without a timer.
+async fn deliver(tx: &FrameTx, frame: Frame, stall: Duration) -> Result<(), End> {
+    let frame = match tx.try_send(Box::new(frame)) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError::Closed(_)) => return Err(End::ClientGone),
+        Err(TrySendError::Full(frame)) => frame,
+    };
     match tx.send_timeout(frame, stall).await {
         Ok(()) => Ok(()),
         Err(SendTimeoutError::Timeout(_)) => {
@@ -492,13 +591,20 @@ impl Session {
     }
 
     /// This leg's usage: the provider's numbers when it gave them, our tiktoken estimate
-    /// otherwise. The completion is counted once, on the whole text, never per chunk.
+    /// otherwise. The completion is counted once, on the whole text, never per chunk, and
+    /// only when the provider gave no usage (with DEBUG logs on, always, to compare).
     fn leg_usage(&self) -> Usage {
-        let reasoning = &self.reasoning[self.leg_reasoning_from..];
-        let text = &self.text[self.leg_text_from..];
-        let estimate = tokens::count_text(reasoning).saturating_add(tokens::count_text(text));
         let span = tracing::Span::current();
-        span.record("completion_estimate", estimate);
+        let estimate = || {
+            let reasoning = &self.reasoning[self.leg_reasoning_from..];
+            let text = &self.text[self.leg_text_from..];
+            let estimate = tokens::count_text(reasoning).saturating_add(tokens::count_text(text));
+            span.record("completion_estimate", estimate);
+            estimate
+        };
+        if self.provider_usage.is_some() && tracing::enabled!(tracing::Level::DEBUG) {
+            estimate();
+        }
         let usage = match self.provider_usage {
             Some(u) => Usage {
                 prompt_tokens: u.prompt_tokens,
@@ -508,12 +614,15 @@ impl Session {
                     .unwrap_or(u.prompt_tokens.saturating_add(u.completion_tokens)),
                 source: UsageSource::Provider,
             },
-            None => Usage {
-                prompt_tokens: self.prompt_estimate,
-                completion_tokens: estimate,
-                total_tokens: self.prompt_estimate.saturating_add(estimate),
-                source: UsageSource::Tiktoken,
-            },
+            None => {
+                let estimate = estimate();
+                Usage {
+                    prompt_tokens: self.prompt_estimate,
+                    completion_tokens: estimate,
+                    total_tokens: self.prompt_estimate.saturating_add(estimate),
+                    source: UsageSource::Tiktoken,
+                }
+            }
         };
         span.record("prompt_tokens", usage.prompt_tokens);
         span.record("completion_tokens", usage.completion_tokens);
@@ -566,7 +675,7 @@ impl Session {
     }
 
     /// Ends the answer with `done`: finished by the provider, or `stopped` on request.
-    async fn done(self, tx: &mpsc::Sender<Frame>, stopped: Option<&str>) -> Report {
+    async fn done(self, tx: &FrameTx, stopped: Option<&str>) -> Report {
         let (usage, cost) = self.bill();
         let finish_reason = stopped
             .map(str::to_owned)
@@ -591,17 +700,11 @@ impl Session {
             cost,
             timing: self.timing(),
         };
-        let _ = tx.send(frame).await;
+        let _ = tx.send(Box::new(frame)).await;
         report
     }
 
-    async fn fail(
-        self,
-        client: &LlmClient,
-        job: &ChatJob,
-        tx: &mpsc::Sender<Frame>,
-        err: LlmError,
-    ) -> Report {
+    async fn fail(self, client: &LlmClient, job: &ChatJob, tx: &FrameTx, err: LlmError) -> Report {
         // Text already sent is billed: report what it cost.
         let (usage, cost) = if self.has_text() {
             let (usage, cost) = self.bill();
@@ -640,7 +743,7 @@ impl Session {
             usage,
             cost,
         };
-        let _ = tx.send(frame).await;
+        let _ = tx.send(Box::new(frame)).await;
         report
     }
 
@@ -665,7 +768,10 @@ impl Session {
             provider: self.provider.clone(),
             model: self.model.clone(),
             cost: Yuan::parse(&cost.total).unwrap_or_default(),
-            reasoning_tokens: tokens::count_text(&self.reasoning),
+            reasoning_tokens: match self.reasoning.is_empty() {
+                true => 0,
+                false => tokens::count_text(&self.reasoning),
+            },
             usage,
             key_id: self.key.map(key_id),
             attempts: self.attempts,
@@ -741,13 +847,13 @@ fn usage_source(usage: &Usage) -> &'static str {
 }
 
 /// Tells the browser how long we wait before the next attempt (the real wait).
-fn announce_retry(tx: &mpsc::Sender<Frame>, wait: RetryWait) {
-    let _ = tx.try_send(Frame::Retry {
+fn announce_retry(tx: &FrameTx, wait: RetryWait) {
+    let _ = tx.try_send(Box::new(Frame::Retry {
         attempt: wait.attempt,
         max_retries: wait.max_retries,
         wait_ms: millis(wait.wait),
         reason: wait.reason,
-    });
+    }));
 }
 
 /// Resolves once `flag` (shutdown, stop) is `true`; never, if it cannot be any more.

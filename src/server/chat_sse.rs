@@ -13,19 +13,22 @@
 //! 4xx JSON body that names the problem before any streaming starts.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::auth::Caller;
 use super::limits::StreamSlot;
-use super::streams::{Reader, StreamsError};
+use super::streams::{Logged, Reader, StreamsError};
 use super::{billing, AppState};
 use crate::llm::{chat_id, Control};
 use crate::protocol::{RejectBody, Rejection};
@@ -136,22 +139,61 @@ fn truncate(text: &str) -> String {
     text.chars().take(40).collect()
 }
 
-/// The SSE response of a reader: each frame with its index as the event id.
+/// The SSE response of a reader: each frame with its index as the event id, and a
+/// keep-alive comment after every `keep_alive` without one.
 fn events(state: &AppState, reader: Reader) -> Response {
-    let events = reader.flat_map(futures::stream::iter).map(|frame| {
-        let event = Event::default()
-            .id(frame.index.to_string())
-            .data(&*frame.data);
-        Ok::<_, Infallible>(event)
-    });
-    let keep_alive = KeepAlive::new()
-        .interval(state.llm.config().limits.keep_alive)
-        .text("keep-alive");
-    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    let keep_alive = state.llm.config().limits.keep_alive;
+    let events = kept_alive(reader, keep_alive).map(Ok::<_, Infallible>);
+    let mut response = Sse::new(events).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// The reader's frames as events, with a `: keep-alive` comment whenever `interval`
+/// passes without an event. One timer per response, moved only when it fires: axum's
+/// own keep-alive re-arms its timer on every event, a timer-wheel operation per chunk.
+fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Event> + Send {
+    struct State {
+        reader: Reader,
+        waiting: std::vec::IntoIter<Logged>,
+        timer: Pin<Box<tokio::time::Sleep>>,
+        last: Instant,
+    }
+    let state = State {
+        reader,
+        waiting: Vec::new().into_iter(),
+        timer: Box::pin(tokio::time::sleep(interval)),
+        last: Instant::now(),
+    };
+    futures::stream::unfold(state, move |mut state| async move {
+        loop {
+            if let Some(frame) = state.waiting.next() {
+                let event = Event::default()
+                    .id(frame.index.to_string())
+                    .data(&*frame.data);
+                return Some((event, state));
+            }
+            tokio::select! {
+                biased;
+                batch = state.reader.next() => {
+                    state.waiting = batch?.into_iter();
+                    state.last = Instant::now();
+                }
+                () = &mut state.timer => {
+                    let due = state.last + interval;
+                    let now = Instant::now();
+                    if due <= now {
+                        state.last = now;
+                        state.timer.as_mut().reset(now + interval);
+                        return Some((Event::default().comment("keep-alive"), state));
+                    }
+                    state.timer.as_mut().reset(due);
+                }
+            }
+        }
+    })
 }
 
 fn refused(err: &StreamsError) -> Response {

@@ -71,6 +71,33 @@ async fn crlf_keep_alives_and_reads_split_inside_characters() {
     }
 }
 
+/// A keep-alive comment goes out whenever the interval passes without a frame, and
+/// never while frames flow faster than that.
+#[tokio::test]
+async fn keep_alive_comments_only_in_silences() {
+    let h = harness(
+        &[KEY],
+        &[("STREAMAI_KEEP_ALIVE_SECS", "1"), ("LLM_TIMEOUT_SECS", "5")],
+    )
+    .await;
+    let slow = h.ask("[[fake:openai chunks=2 delay=2300]]").await;
+    slow.assert_well_formed();
+    let comments = slow.raw.matches("keep-alive").count();
+    assert!(
+        (2..=5).contains(&comments),
+        "two silences of 2.3 s with a 1 s interval: {comments} keep-alives in {:?}",
+        slow.raw
+    );
+    let flowing = h.ask("[[fake:openai chunks=25 delay=100]]").await;
+    flowing.assert_well_formed();
+    assert_eq!(
+        flowing.raw.matches("keep-alive").count(),
+        0,
+        "frames every 100 ms: {:?}",
+        flowing.raw
+    );
+}
+
 #[tokio::test]
 async fn response_headers_and_wire_framing() {
     let h = harness(&[KEY], &[]).await;
