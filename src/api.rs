@@ -292,7 +292,10 @@ pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
     // One-shot: the request's connection is the only reader, and nothing resumes it.
     let control = crate::llm::Control::unstoppable(state.shutdown_signal());
     let mut frames = match crate::server::billing::start(&state, &caller, job, control).await {
-        Ok(frames) => frames,
+        Ok(chat) => {
+            tokio::spawn(chat.relay);
+            chat.frames
+        }
         Err(turned) => {
             response.set_status(turned.status);
             return Err(ServerFnError::ServerError(turned.rejection.message));

@@ -29,5 +29,5 @@ pub mod wire;
 pub use client::{LlmClient, Shutdown};
 pub use config::LlmConfig;
 pub use error::LlmError;
-pub use relay::{chat_id, Control, Ended, FrameStream, Report, STOPPED};
+pub use relay::{chat_id, Control, Ended, FrameStream, Prepared, Report, STOPPED};
 pub use request::ChatJob;

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::client::{later, millis, LlmClient, RetryWait, Shutdown};
 use super::cost::Price;
@@ -102,14 +103,37 @@ impl LlmClient {
         job: ChatJob,
         control: Control,
     ) -> (FrameStream, oneshot::Receiver<Report>) {
+        let (prepared, report) = self.prepare(job, control);
+        tokio::spawn(prepared.relay);
+        (prepared.frames, report)
+    }
+
+    /// [`Self::stream_reported`] without its task: the caller drives `relay`.
+    pub fn prepare(
+        self: &Arc<Self>,
+        job: ChatJob,
+        control: Control,
+    ) -> (Prepared, oneshot::Receiver<Report>) {
         let (tx, rx) = mpsc::channel(64);
         let (report_tx, report_rx) = oneshot::channel();
-        tokio::spawn(run(self.clone(), job, tx, report_tx, control));
+        let relay = run(self.clone(), job, tx, report_tx, control).boxed();
         let frames = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|frame| (*frame, rx))
         });
-        (frames.boxed(), report_rx)
+        let prepared = Prepared {
+            relay,
+            frames: frames.boxed(),
+        };
+        (prepared, report_rx)
     }
+}
+
+/// A chat whose `relay` produces `frames`. Whoever holds it drives `relay`: in its own
+/// task, or in the task that reads the frames (`server::streams`), so that a chunk is
+/// not handed from one task to another on its way to the log.
+pub struct Prepared {
+    pub relay: BoxFuture<'static, ()>,
+    pub frames: FrameStream,
 }
 
 /// Runs one chat to its end, sending frames to `tx` and its report to `report`.

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::auth::Caller;
 use super::AppState;
-use crate::llm::{ChatJob, Control, Ended, FrameStream, Report};
+use crate::llm::{ChatJob, Control, Ended, Prepared, Report};
 use crate::protocol::{RejectBody, Rejection, UsageSource};
 use crate::store::{
     unix_now, unix_now_ms, LedgerRow, Outcome, Refusal, Reservation, ReserveError, ReserveRequest,
@@ -42,14 +42,14 @@ impl IntoResponse for Turned {
     }
 }
 
-/// Starts `job` for `caller` under `control` if its limits and budgets allow it; the
-/// stream is billed when it ends.
+/// Prepares `job` for `caller` under `control` if its limits and budgets allow it (the
+/// caller drives its relay); the answer is billed when it ends.
 pub async fn start(
     state: &AppState,
     caller: &Caller,
     job: ChatJob,
     control: Control,
-) -> Result<FrameStream, Turned> {
+) -> Result<Prepared, Turned> {
     let at_ms = unix_now_ms();
     if let Some(code) = caller.code().filter(|c| !c.allows_model(&job.model.id)) {
         let message = format!("访问码「{}」不能使用模型 {}", code.name, job.model.id);
@@ -69,9 +69,9 @@ pub async fn start(
         at_ms,
         code_id: caller.code_id(),
     };
-    let (frames, report) = state.llm.stream_reported(job, control);
+    let (prepared, report) = state.llm.prepare(job, control);
     tokio::spawn(settle(state.clone(), reservation, row, report));
-    Ok(frames)
+    Ok(prepared)
 }
 
 /// Whether any limit applies to this chat: the deployment's daily limit, or one of the

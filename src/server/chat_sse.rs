@@ -60,15 +60,15 @@ pub async fn chat_stream(State(state): State<AppState>, request: Request<Body>) 
         shutdown: state.shutdown_signal(),
         stop: stopped,
     };
-    let frames = match billing::start(&state, &caller, job, control).await {
-        Ok(frames) => frames,
+    let chat = match billing::start(&state, &caller, job, control).await {
+        Ok(chat) => chat,
         Err(turned) => {
             tracing::info!(code = %turned.rejection.code, "chat refused: {}", turned.rejection.message.escape_debug());
             return turned.into_response();
         }
     };
     let owner = caller.code_id();
-    let started = state.streams.run(id.clone(), owner, frames, stop, slot);
+    let started = state.streams.run(id.clone(), owner, chat, stop, slot);
     // A log that cannot be written: the answer (already dropped) is billed as stopped.
     if let Err(err) = started.await {
         return refused(&err);

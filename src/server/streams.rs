@@ -21,7 +21,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::llm::config::Limits;
-use crate::llm::FrameStream;
+use crate::llm::{FrameStream, Prepared};
 use crate::protocol::{ErrorCode, Frame};
 
 /// Who may read and stop an answer: the access code that started it (`None`: the open
@@ -123,13 +123,14 @@ impl Streams {
         }
     }
 
-    /// Logs the frames of answer `id` until its end; `stop` is its stop switch, `slot`
-    /// its stream slot, held until the end. Returns at once.
+    /// Runs answer `id` and logs its frames until its end, the relay and the log's pump
+    /// in one task; `stop` is its stop switch, `slot` its stream slot, held until the
+    /// end. Returns at once.
     pub(crate) async fn run(
         &self,
         id: String,
         owner: Owner,
-        frames: FrameStream,
+        chat: Prepared,
         stop: watch::Sender<bool>,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), StreamsError> {
@@ -143,8 +144,14 @@ impl Streams {
         };
         lock(&self.running).insert(id.clone(), running);
         let streams = self.clone();
+        let Prepared { relay, frames } = chat;
+        // A relay that panics ends like one that vanished: its channel closes and the
+        // pump gives the readers a terminal frame (the panic would otherwise take the
+        // pump, sharing its task, down with it).
+        let relay = std::panic::AssertUnwindSafe(relay).catch_unwind();
         tokio::spawn(async move {
-            pump(writer, frames, &stop, streams.limits.idle_reader).await;
+            let pump = pump(writer, frames, &stop, streams.limits.idle_reader);
+            let _ = tokio::join!(relay, pump);
             lock(&streams.running).remove(&id);
             drop(slot);
         });
@@ -331,6 +338,14 @@ mod tests {
         }
     }
 
+    /// A chat whose frames come from `rx` (the test sends them), with nothing to drive.
+    fn chat(rx: impl futures::Stream<Item = Frame> + Send + 'static) -> Prepared {
+        Prepared {
+            relay: futures::future::ready(()).boxed(),
+            frames: rx.boxed(),
+        }
+    }
+
     fn chunk(seq: u64) -> Frame {
         Frame::Chunk {
             seq,
@@ -359,7 +374,7 @@ mod tests {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let (stop, _) = watch::channel(false);
         streams
-            .run("a".into(), None, rx.boxed(), stop, None)
+            .run("a".into(), None, chat(rx), stop, None)
             .await
             .unwrap();
         for seq in 0..5 {
@@ -382,12 +397,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_relay_that_panics_still_ends_its_readers() {
+        let streams = Streams::memory(limits());
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (stop, _) = watch::channel(false);
+        let relay = async move {
+            tx.unbounded_send(chunk(0)).unwrap();
+            tokio::task::yield_now().await;
+            panic!("a bug in the relay");
+        };
+        let prepared = Prepared {
+            relay: relay.boxed(),
+            frames: rx.boxed(),
+        };
+        streams
+            .run("p".into(), None, prepared, stop, None)
+            .await
+            .unwrap();
+        let reader = streams.read("p", None, None).await.unwrap();
+        let frames: Vec<Logged> = reader.flat_map(futures::stream::iter).collect().await;
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(frames[1].terminal && frames[1].data.contains("回答意外中断"));
+    }
+
+    #[tokio::test]
     async fn frames_beyond_the_cap_are_trimmed_and_a_resume_before_them_refused() {
         let streams = Streams::memory(limits());
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let (stop, _) = watch::channel(false);
         streams
-            .run("b".into(), None, rx.boxed(), stop, None)
+            .run("b".into(), None, chat(rx), stop, None)
             .await
             .unwrap();
         for seq in 0..40 {
@@ -414,7 +453,7 @@ mod tests {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let (stop, mut stopped) = watch::channel(false);
         streams
-            .run("c".into(), None, rx.boxed(), stop, None)
+            .run("c".into(), None, chat(rx), stop, None)
             .await
             .unwrap();
         tx.unbounded_send(chunk(0)).unwrap();
@@ -439,7 +478,7 @@ mod tests {
         let (_tx, rx) = futures::channel::mpsc::unbounded::<Frame>();
         let (stop, stopped) = watch::channel(false);
         streams
-            .run("d".into(), Some(1), rx.boxed(), stop, None)
+            .run("d".into(), Some(1), chat(rx), stop, None)
             .await
             .unwrap();
         assert_eq!(
