@@ -20,7 +20,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 
 use super::client::{later, millis, LlmClient, RetryWait, Shutdown};
@@ -346,7 +346,9 @@ async fn relay_turn(
 /// a poll of an already-registered future.
 struct Stops<'a> {
     tx: &'a FrameTx,
-    outside: Pin<Box<dyn Future<Output = Outside> + Send + 'a>>,
+    /// The one future, in a set of one: a set polls it only after it was woken, so a
+    /// chunk does not cost a poll of four watchers (three of them take a lock to look).
+    outside: FuturesUnordered<Pin<Box<dyn Future<Output = Outside> + Send + 'a>>>,
     /// Set once `outside` has resolved: a resolved future is not polled again.
     fired: Option<Outside>,
 }
@@ -389,9 +391,10 @@ impl<'a> Stops<'a> {
                 () = tokio::time::sleep_until(deadline) => Outside::TooLong(cap),
             }
         };
+        let boxed: Pin<Box<dyn Future<Output = Outside> + Send + 'a>> = Box::pin(outside);
         Stops {
             tx,
-            outside: Box::pin(outside),
+            outside: std::iter::once(boxed).collect(),
             fired: None,
         }
     }
@@ -403,7 +406,7 @@ impl<'a> Stops<'a> {
         }
         tokio::select! {
             biased;
-            outside = &mut self.outside => {
+            Some(outside) = self.outside.next() => {
                 self.fired = Some(outside);
                 Err(outside.into())
             }
