@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 
 // The browser is Debian's Chromium (`scripts/setup.sh --test` installs it); Playwright never
-// downloads one. The servers are the real binaries that `cargo leptos build` produced.
+// downloads one. The servers are the real binaries that `cargo leptos build --split` produced.
 const root = path.resolve(__dirname, "..");
 const appPort = Number(process.env.E2E_APP_PORT ?? 3100);
 export const fakePort = Number(process.env.E2E_FAKE_PORT ?? 3199);

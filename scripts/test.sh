@@ -71,6 +71,6 @@ TEST_SCALE_REQUIRED=1
 export TEST_REDIS_URL TEST_NGINX_URL TEST_INSTANCE_PORTS TEST_SCALE_REQUIRED
 
 step "unit and integration tests" cargo test --features ssr --locked
-step "build the site" cargo leptos build
+step "build the site" cargo leptos build --split
 step "build the fake upstream" cargo build --features ssr --bin fake-upstream --locked
 step "browser tests" bash -c 'cd end2end && npx playwright test'
