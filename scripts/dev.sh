@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
-exec cargo leptos watch "$@"
+# --split: the lazy tabs (src/app/tabs.rs) need their own WASM chunks; without it the
+# page cannot load its WASM.
+exec cargo leptos watch --split "$@"

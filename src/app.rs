@@ -5,20 +5,19 @@ pub(crate) mod access;
 mod admin;
 pub(crate) mod server_info;
 mod settings;
+mod tabs;
 mod usage;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
-    SsrMode, StaticSegment,
+    Lazy, SsrMode, StaticSegment,
 };
 
 use crate::chat::ChatPage;
 use access::{Access, AccessControl, AccessPrompt};
-use admin::AdminPage;
-use settings::SettingsPage;
-use usage::UsagePage;
+use tabs::{AdminTab, SettingsTab, UsageTab};
 
 /// The HTML document around the app, rendered on the server. Its scripts (hydration,
 /// live reload, resolved resources) carry the nonce of the page's CSP header.
@@ -72,15 +71,17 @@ pub(crate) fn App() -> impl IntoView {
                 <AccessControl/>
             </header>
             <main class="page">
+                // The chat's route is in the main WASM; the other tabs are lazy routes
+                // (`tabs`), each a chunk of its own, loaded when first opened.
                 <Routes fallback=NotFound>
                     // `Async`: the server waits for the configuration before sending the page,
                     // so it is complete even where JavaScript never runs.
                     <Route path=StaticSegment("") view=ChatPage ssr=SsrMode::Async/>
-                    <Route path=StaticSegment("settings") view=SettingsPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("settings") view={Lazy::<SettingsTab>::new()} ssr=SsrMode::Async/>
                     // The usage needs the access code, which only the browser has: it loads there.
-                    <Route path=StaticSegment("usage") view=UsagePage/>
+                    <Route path=StaticSegment("usage") view={Lazy::<UsageTab>::new()}/>
                     // Admins only; like the usage, it loads in the browser, with the code.
-                    <Route path=StaticSegment("admin") view=AdminPage/>
+                    <Route path=StaticSegment("admin") view={Lazy::<AdminTab>::new()}/>
                 </Routes>
             </main>
             <AccessPrompt/>

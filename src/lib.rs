@@ -20,10 +20,11 @@ pub mod server;
 #[cfg(feature = "ssr")]
 pub mod store;
 
-/// Browser entry point: hydrates the server-rendered page.
+/// Browser entry point: hydrates the server-rendered page. `hydrate_lazy`: a page that
+/// starts on a lazy tab (`app::tabs`) loads that tab's chunk before hydrating it.
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    leptos::mount::hydrate_lazy(app::App);
 }

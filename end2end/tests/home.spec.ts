@@ -44,6 +44,24 @@ test("after hydration tabs switch in the browser and the URL keeps the tab", asy
   await expect(page).toHaveURL(/\/$/);
 });
 
+// Issue 13: the chat's first load carries only the main WASM; a tab's chunk is fetched when
+// the tab is first opened (src/app/tabs.rs, `cargo leptos build --split`).
+test("the chat loads no tab's WASM chunk until the tab is opened", async ({ page }) => {
+  const wasm: string[] = [];
+  page.on("request", (request) => {
+    const url = new URL(request.url());
+    if (url.pathname.endsWith(".wasm")) wasm.push(url.pathname);
+  });
+  await page.goto("/");
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  expect([...new Set(wasm)]).toEqual(["/pkg/streamai.wasm"]);
+
+  await page.getByRole("link", { name: "服务配置" }).click();
+  await expect(page.getByRole("heading", { name: "可用平台与价格" })).toBeVisible();
+  expect(wasm.some((path) => /\/pkg\/split_+settings_tab_view_\w+\.wasm$/.test(path))).toBe(true);
+  expect(wasm.some((path) => /usage_tab|admin_tab/.test(path))).toBe(false);
+});
+
 test("an unknown path answers 404 with a way home", async ({ page }) => {
   const response = await page.goto("/no-such-page");
   expect(response?.status()).toBe(404);
