@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, and nothing that is already there. Idempotent.
-#   scripts/setup.sh           the build tools: wasm32 target, wasm-bindgen CLI
+#   scripts/setup.sh           the build tools: wasm32 target, wasm-bindgen CLI, the WASM
+#                              splitter (tools/wasm-split)
 #   scripts/setup.sh --dev     also cargo-leptos (`cargo leptos watch`: scripts/dev.sh)
 #   scripts/setup.sh --test    also Chromium, Postgres, Redis and nginx (Debian packages) and
 #                              the end2end npm packages (the tests build the site with
@@ -68,6 +69,16 @@ fi
 if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (matches Cargo.lock)"
   quick_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked
+fi
+
+# The WASM splitter of scripts/site.sh (the lazy tabs' chunks): a few lines of ours around
+# the library cargo-leptos uses; its own version is the file's hash, so an edit reinstalls it.
+split_tool_version="0.1.0+$(cat tools/wasm-split/Cargo.toml tools/wasm-split/Cargo.lock tools/wasm-split/src/main.rs | sha256sum | cut -c1-12)"
+if [ "$(cat "${CARGO_HOME:-$HOME/.cargo}/streamai-wasm-split.version" 2>/dev/null)" != "$split_tool_version" ] \
+  || ! command -v streamai-wasm-split >/dev/null; then
+  say "installing the WASM splitter (tools/wasm-split, ~1 min)"
+  CARGO_TARGET_DIR=target/tools cargo install --path tools/wasm-split --locked --force --quiet
+  echo "$split_tool_version" >"${CARGO_HOME:-$HOME/.cargo}/streamai-wasm-split.version"
 fi
 
 # The package lists are refreshed once per run, on the first install.
