@@ -614,6 +614,11 @@ fn print_table(setup: &Setup, level: usize, runs: &[Measured]) {
         }),
     );
     row("wall (s)", each(&|m| format!("{:.1}", m.wall)));
+    println!(
+        "first token: percentiles over the streams that received one; added = minus the direct run's; \
+         CPU: user + system seconds of the target's process tree (LiteLLM: master and workers) during \
+         its run; RSS per stream: (peak - size before the run) / {level}"
+    );
     for (name, m) in [
         ("direct", direct),
         ("streamai", ours),
