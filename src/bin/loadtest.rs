@@ -8,6 +8,9 @@
 //! `loadtest --scale [LEVEL,…]` — durable streams and scale-out (see [`scale`]): the
 //! relay with its frame log in memory and in Redis, resume latency, and three instances
 //! behind nginx against one. `scripts/bench.sh` starts Redis and nginx for it.
+//!
+//! `loadtest --peers [LEVEL,…]` — this relay beside LiteLLM's proxy on the same fake
+//! upstream (see [`peers`]). `scripts/bench.sh` installs and starts LiteLLM for it.
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +21,9 @@ use futures::StreamExt;
 use streamai::llm::wire::{parse_data, UpstreamEvent};
 use streamai::protocol::Frame;
 use streamai::sse::Parser;
+
+#[path = "loadtest/peers.rs"]
+mod peers;
 
 const SERVER_ADDR: &str = "127.0.0.1:3298";
 /// A second server, the same but with `STREAMAI_LEDGER=off`, for the ledger's cost.
@@ -63,6 +69,10 @@ async fn main() -> ExitCode {
     if args.peek().is_some_and(|a| a == "--scale") {
         args.next();
         return scale::main(&parse_levels(args.next(), "1,100,1000")).await;
+    }
+    if args.peek().is_some_and(|a| a == "--peers") {
+        args.next();
+        return peers::main(&parse_levels(args.next(), "100,1000")).await;
     }
     let levels = parse_levels(args.next(), "1,100,1000,10000");
     let bin_dir = std::env::var("LOADTEST_BIN_DIR").unwrap_or_else(|_| "target/release".into());
