@@ -37,12 +37,105 @@ const CHUNKS: u64 = 20;
 struct StreamResult {
     ok: bool,
     text_matches: bool,
-    first_chunk: Option<Duration>,
-    gaps: Vec<Duration>,
+    arrivals: Arrivals,
 }
 
-fn expected_text() -> String {
-    (0..CHUNKS).map(|i| format!("第{i}段。")).collect()
+/// The text the fake sends for an answer of `chunks` chunks.
+fn expected_text(chunks: u64) -> String {
+    (0..chunks).map(|i| format!("第{i}段。")).collect()
+}
+
+/// When one stream's text arrived: its first chunk (from sending the request) and the
+/// gaps between chunks.
+#[derive(Default)]
+struct Arrivals {
+    first_chunk: Option<Duration>,
+    gaps: Vec<Duration>,
+    last: Option<Instant>,
+}
+
+impl Arrivals {
+    /// Text arrived now, for a request sent at `started`.
+    fn text(&mut self, started: Instant) {
+        let now = Instant::now();
+        match self.last {
+            None => self.first_chunk = Some(now - started),
+            Some(previous) => self.gaps.push(now - previous),
+        }
+        self.last = Some(now);
+    }
+
+    fn chunks(&self) -> usize {
+        self.gaps.len() + usize::from(self.first_chunk.is_some())
+    }
+}
+
+/// p50 and p99 of the first chunks of `streams`.
+fn ttfc_of<'a>(streams: impl IntoIterator<Item = &'a Arrivals>) -> (Duration, Duration) {
+    percentiles(streams.into_iter().filter_map(|a| a.first_chunk).collect())
+}
+
+/// p50 and p99 of every gap between chunks of `streams`.
+fn gaps_of<'a>(streams: impl IntoIterator<Item = &'a Arrivals>) -> (Duration, Duration) {
+    percentiles(
+        streams
+            .into_iter()
+            .flat_map(|a| a.gaps.iter().copied())
+            .collect(),
+    )
+}
+
+/// One SSE event of a stream: its text, and whether it ends the stream or is an error.
+#[derive(Default)]
+struct Decoded {
+    text: String,
+    done: bool,
+    error: bool,
+}
+
+/// Reads an event of the provider's stream (`openai`: OpenAI chunks) or of ours (frames).
+fn decode(data: &str, openai: bool) -> Decoded {
+    let mut decoded = Decoded::default();
+    if openai {
+        for event in parse_data(data).unwrap_or_default() {
+            match event {
+                UpstreamEvent::Content(c) => decoded.text.push_str(&c),
+                UpstreamEvent::Done => decoded.done = true,
+                UpstreamEvent::Error(_) => decoded.error = true,
+                _ => {}
+            }
+        }
+        return decoded;
+    }
+    match serde_json::from_str::<Frame>(data) {
+        Ok(Frame::Chunk { content, .. }) => decoded.text = content,
+        Ok(Frame::Done { .. }) => decoded.done = true,
+        Ok(Frame::Error { .. }) => decoded.error = true,
+        _ => {}
+    }
+    decoded
+}
+
+/// The environment of a `streamai` under test on `addr`: the fake upstream at `fake_url`
+/// as its one (free) model, warnings only, and `extra` (a database, the ledger, Redis).
+fn server_env(addr: &str, fake_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    [
+        ("LEPTOS_OUTPUT_NAME", "streamai"),
+        ("LEPTOS_SITE_ROOT", "target/site"),
+        ("LEPTOS_SITE_PKG_DIR", "pkg"),
+        ("LEPTOS_SITE_ADDR", addr),
+        ("LEPTOS_ENV", "PROD"),
+        ("LLM_PROVIDER", "custom"),
+        ("LLM_MODEL", "fake-model"),
+        ("CUSTOM_FREE_MODELS", "fake-model"),
+        ("CUSTOM_BASE_URL", fake_url),
+        ("CUSTOM_API_KEY", "sk-loadtest-key"),
+        ("RUST_LOG", "warn"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// Pacing per level: slower chunks at 10,000 streams so the machine measures the relay,
@@ -85,18 +178,6 @@ async fn main() -> ExitCode {
         Err(err) => return fail(&format!("cannot start the fake upstream: {err}")),
     };
     let fake_url = format!("http://{FAKE_ADDR}/v1");
-    let env = [
-        ("LEPTOS_OUTPUT_NAME", "streamai"),
-        ("LEPTOS_SITE_ROOT", "target/site"),
-        ("LEPTOS_SITE_PKG_DIR", "pkg"),
-        ("LEPTOS_ENV", "PROD"),
-        ("LLM_PROVIDER", "custom"),
-        ("LLM_MODEL", "fake-model"),
-        ("CUSTOM_FREE_MODELS", "fake-model"),
-        ("CUSTOM_BASE_URL", fake_url.as_str()),
-        ("CUSTOM_API_KEY", "sk-loadtest-key"),
-        ("RUST_LOG", "warn"),
-    ];
     let db = |name: &str| {
         format!(
             "sqlite://{}/streamai-loadtest-{}-{name}.db",
@@ -105,16 +186,12 @@ async fn main() -> ExitCode {
         )
     };
     let (db_on, db_off) = (db("ledger"), db("no-ledger"));
-    let with = |db: &str, ledger: &str, addr: &str| -> Vec<(String, String)> {
-        let extra = [
-            ("DATABASE_URL", db),
-            ("STREAMAI_LEDGER", ledger),
-            ("LEPTOS_SITE_ADDR", addr),
-        ];
-        env.iter()
-            .chain(extra.iter())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    let with = |db: &str, ledger: &str, addr: &str| {
+        server_env(
+            addr,
+            &fake_url,
+            &[("DATABASE_URL", db), ("STREAMAI_LEDGER", ledger)],
+        )
     };
     let servers = [
         with(&db_on, "on", SERVER_ADDR),
@@ -185,11 +262,8 @@ async fn run(levels: &[usize], server_pid: u32, fake_pid: u32) -> ExitCode {
         let mismatch = relay.iter().filter(|r| r.ok && !r.text_matches).count()
             + direct.iter().filter(|r| r.ok && !r.text_matches).count();
         all_matched &= mismatch == 0;
-        let ttfc =
-            |rs: &[StreamResult]| percentiles(rs.iter().filter_map(|r| r.first_chunk).collect());
-        let gaps = |rs: &[StreamResult]| {
-            percentiles(rs.iter().flat_map(|r| r.gaps.iter().copied()).collect())
-        };
+        let ttfc = |rs: &[StreamResult]| ttfc_of(rs.iter().map(|r| &r.arrivals));
+        let gaps = |rs: &[StreamResult]| gaps_of(rs.iter().map(|r| &r.arrivals));
         let (d50, d99) = ttfc(&direct);
         let (r50, r99) = ttfc(&relay);
         let (gd50, gd99) = gaps(&direct);
@@ -312,49 +386,23 @@ async fn one_stream(http: &reqwest::Client, prompt: &str, target: Target) -> Str
     let mut parser = Parser::new();
     let mut result = StreamResult::default();
     let mut text = String::new();
-    let mut last_chunk: Option<Instant> = None;
     let mut finished = false;
     while let Some(Ok(bytes)) = body.next().await {
         for event in parser.feed(&bytes) {
-            let (content, end) = match target.is_direct() {
-                true => match parse_data(&event.data) {
-                    Ok(events) => {
-                        let done = events.contains(&UpstreamEvent::Done);
-                        let content: String = events
-                            .into_iter()
-                            .filter_map(|e| {
-                                if let UpstreamEvent::Content(c) = e {
-                                    Some(c)
-                                } else {
-                                    None
-                                }
-                            })
-                            .collect();
-                        (content, done)
-                    }
-                    Err(_) => (String::new(), false),
-                },
-                false => match serde_json::from_str::<Frame>(&event.data) {
-                    Ok(Frame::Chunk { content, .. }) => (content, false),
-                    Ok(Frame::Done { .. }) => (String::new(), true),
-                    Ok(Frame::Error { .. }) => return StreamResult::default(),
-                    _ => (String::new(), false),
-                },
-            };
-            if !content.is_empty() {
-                let now = Instant::now();
-                match last_chunk {
-                    None => result.first_chunk = Some(now - started),
-                    Some(previous) => result.gaps.push(now - previous),
-                }
-                last_chunk = Some(now);
-                text.push_str(&content);
+            let decoded = decode(&event.data, target.is_direct());
+            // An error frame of ours fails the stream; the fake's own errors are skipped.
+            if decoded.error && !target.is_direct() {
+                return StreamResult::default();
             }
-            finished |= end;
+            if !decoded.text.is_empty() {
+                result.arrivals.text(started);
+                text.push_str(&decoded.text);
+            }
+            finished |= decoded.done;
         }
     }
     result.ok = finished;
-    result.text_matches = text == expected_text();
+    result.text_matches = text == expected_text(CHUNKS);
     result
 }
 
@@ -367,8 +415,7 @@ async fn big_prompts_beside_streams(http: &reqwest::Client) {
     let prompts = tokio::spawn(send_big_prompts(http.clone()));
     let beside = run_level(http, STREAMS, delay, ramp, Target::Relay).await;
     let counted = prompts.await.unwrap_or_default();
-    let gaps =
-        |rs: &[StreamResult]| percentiles(rs.iter().flat_map(|r| r.gaps.iter().copied()).collect());
+    let gaps = |rs: &[StreamResult]| gaps_of(rs.iter().map(|r| &r.arrivals));
     let (a50, a99) = gaps(&alone);
     let (b50, b99) = gaps(&beside);
     let ok = |rs: &[StreamResult]| rs.iter().filter(|r| r.ok && r.text_matches).count();
@@ -394,7 +441,7 @@ async fn ledger_on_and_off(http: &reqwest::Client) {
         on.extend(run_level(http, STREAMS, delay, ramp, Target::Relay).await);
         off.extend(run_level(http, STREAMS, delay, ramp, Target::RelayNoLedger).await);
     }
-    let ttfc = |rs: &[StreamResult]| percentiles(rs.iter().filter_map(|r| r.first_chunk).collect());
+    let ttfc = |rs: &[StreamResult]| ttfc_of(rs.iter().map(|r| &r.arrivals));
     let ok = |rs: &[StreamResult]| rs.iter().filter(|r| r.ok && r.text_matches).count();
     let ((on50, on99), (off50, off99)) = (ttfc(&on), ttfc(&off));
     println!(
@@ -691,27 +738,11 @@ mod scale {
     ) -> Vec<(String, String)> {
         let fake_url = format!("http://127.0.0.1:{fake}/v1");
         let addr = format!("127.0.0.1:{port}");
-        let mut env = vec![
-            ("LEPTOS_OUTPUT_NAME", "streamai"),
-            ("LEPTOS_SITE_ROOT", "target/site"),
-            ("LEPTOS_SITE_PKG_DIR", "pkg"),
-            ("LEPTOS_SITE_ADDR", addr.as_str()),
-            ("LEPTOS_ENV", "PROD"),
-            ("LLM_PROVIDER", "custom"),
-            ("LLM_MODEL", "fake-model"),
-            ("CUSTOM_FREE_MODELS", "fake-model"),
-            ("CUSTOM_BASE_URL", fake_url.as_str()),
-            ("CUSTOM_API_KEY", "sk-loadtest-key"),
-            ("DATABASE_URL", database),
-            ("STREAMAI_LEDGER", "off"),
-            ("RUST_LOG", "warn"),
-        ];
+        let mut extra = vec![("DATABASE_URL", database), ("STREAMAI_LEDGER", "off")];
         if let Some(url) = redis {
-            env.push(("REDIS_URL", url));
+            extra.push(("REDIS_URL", url));
         }
-        env.into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+        server_env(&addr, &fake_url, &extra)
     }
 
     /// Starts the fake and the instances, one at a time (the three share one SQLite
@@ -870,23 +901,15 @@ mod scale {
         }
 
         fn ttfc(&self) -> (Duration, Duration) {
-            percentiles(self.results.iter().filter_map(|r| r.first_chunk).collect())
+            ttfc_of(self.results.iter().map(|r| &r.arrivals))
         }
 
         fn gaps(&self) -> (Duration, Duration) {
-            percentiles(
-                self.results
-                    .iter()
-                    .flat_map(|r| r.gaps.iter().copied())
-                    .collect(),
-            )
+            gaps_of(self.results.iter().map(|r| &r.arrivals))
         }
 
         fn chunks(&self) -> usize {
-            self.results
-                .iter()
-                .map(|r| r.gaps.len() + usize::from(r.first_chunk.is_some()))
-                .sum()
+            self.results.iter().map(|r| r.arrivals.chunks()).sum()
         }
     }
 

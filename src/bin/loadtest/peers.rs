@@ -146,12 +146,17 @@ enum End {
 
 struct Stream {
     end: End,
-    first_chunk: Option<Duration>,
-    gaps: Vec<Duration>,
+    arrivals: Arrivals,
 }
 
-fn expected_text() -> String {
-    (0..CHUNKS).map(|i| format!("第{i}段。")).collect()
+impl Stream {
+    /// A stream that has not ended yet: counted as `end` if nothing else happens.
+    fn ending(end: End) -> Stream {
+        Stream {
+            end,
+            arrivals: Arrivals::default(),
+        }
+    }
 }
 
 async fn one_stream(http: &reqwest::Client, peer: &Peer, prompt: &str, partial: &mut Stream) {
@@ -188,48 +193,22 @@ async fn one_stream(http: &reqwest::Client, peer: &Peer, prompt: &str, partial: 
     let mut body = response.bytes_stream();
     let mut parser = Parser::new();
     let mut text = String::new();
-    let mut last: Option<Instant> = None;
     let mut finished = false;
     while let Some(Ok(bytes)) = body.next().await {
         for event in parser.feed(&bytes) {
-            let (content, end) = match peer {
-                Peer::OpenAi { .. } => match parse_data(&event.data) {
-                    Ok(events) => {
-                        let mut content = String::new();
-                        let mut done = false;
-                        for e in events {
-                            match e {
-                                UpstreamEvent::Content(c) => content.push_str(&c),
-                                UpstreamEvent::Done => done = true,
-                                UpstreamEvent::Error(_) => return,
-                                _ => {}
-                            }
-                        }
-                        (content, done)
-                    }
-                    Err(_) => (String::new(), false),
-                },
-                Peer::Relay { .. } => match serde_json::from_str::<Frame>(&event.data) {
-                    Ok(Frame::Chunk { content, .. }) => (content, false),
-                    Ok(Frame::Done { .. }) => (String::new(), true),
-                    Ok(Frame::Error { .. }) => return,
-                    _ => (String::new(), false),
-                },
-            };
-            if !content.is_empty() {
-                let now = Instant::now();
-                match last {
-                    None => partial.first_chunk = Some(now - started),
-                    Some(previous) => partial.gaps.push(now - previous),
-                }
-                last = Some(now);
-                text.push_str(&content);
+            let decoded = decode(&event.data, matches!(peer, Peer::OpenAi { .. }));
+            if decoded.error {
+                return;
             }
-            finished |= end;
+            if !decoded.text.is_empty() {
+                partial.arrivals.text(started);
+                text.push_str(&decoded.text);
+            }
+            finished |= decoded.done;
         }
     }
     if finished {
-        partial.end = if text == expected_text() {
+        partial.end = if text == expected_text(CHUNKS) {
             End::Completed
         } else {
             End::WrongText
@@ -255,11 +234,7 @@ async fn run(
             );
             tokio::spawn(async move {
                 tokio::time::sleep(RAMP * i as u32).await;
-                let mut stream = Stream {
-                    end: End::TimedOut,
-                    first_chunk: None,
-                    gaps: Vec::new(),
-                };
+                let mut stream = Stream::ending(End::TimedOut);
                 let run = one_stream(&http, &peer, &prompt, &mut stream);
                 if tokio::time::timeout_at(deadline, run).await.is_err() {
                     stream.end = End::TimedOut;
@@ -270,11 +245,7 @@ async fn run(
         .collect();
     let mut streams = Vec::with_capacity(level);
     for task in tasks {
-        streams.push(task.await.unwrap_or(Stream {
-            end: End::Cut,
-            first_chunk: None,
-            gaps: Vec::new(),
-        }));
+        streams.push(task.await.unwrap_or(Stream::ending(End::Cut)));
     }
     streams
 }
@@ -333,16 +304,11 @@ impl Measured {
     }
 
     fn ttfc(&self) -> (Duration, Duration) {
-        percentiles(self.streams.iter().filter_map(|s| s.first_chunk).collect())
+        ttfc_of(self.streams.iter().map(|s| &s.arrivals))
     }
 
     fn gaps(&self) -> (Duration, Duration) {
-        percentiles(
-            self.streams
-                .iter()
-                .flat_map(|s| s.gaps.iter().copied())
-                .collect(),
-        )
+        gaps_of(self.streams.iter().map(|s| &s.arrivals))
     }
 
     /// How the streams that did not complete ended, e.g. `timed out 649, http 500 3`.
@@ -509,21 +475,12 @@ async fn start(
         processes.dir.join("peers.db").display()
     );
     let ledger = std::env::var("LOADTEST_PEER_LEDGER").unwrap_or_else(|_| "on".into());
-    let env = [
-        ("LEPTOS_OUTPUT_NAME", "streamai"),
-        ("LEPTOS_SITE_ROOT", "target/site"),
-        ("LEPTOS_SITE_PKG_DIR", "pkg"),
-        ("LEPTOS_SITE_ADDR", addr.as_str()),
-        ("LEPTOS_ENV", "PROD"),
-        ("LLM_PROVIDER", "custom"),
-        ("LLM_MODEL", "fake-model"),
-        ("CUSTOM_FREE_MODELS", "fake-model"),
-        ("CUSTOM_BASE_URL", fake_url.as_str()),
-        ("CUSTOM_API_KEY", "sk-loadtest-key"),
-        ("DATABASE_URL", db.as_str()),
-        ("STREAMAI_LEDGER", ledger.as_str()),
-        ("RUST_LOG", "warn"),
-    ];
+    let env = server_env(
+        &addr,
+        &fake_url,
+        &[("DATABASE_URL", &db), ("STREAMAI_LEDGER", &ledger)],
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = processes.spawn(&format!("{bin_dir}/streamai"), &[], &env)?;
     if !wait_ready(http, &format!("http://{fake_addr}/__fake/requests")).await
         || !wait_ready(http, &format!("http://{addr}/")).await
@@ -563,7 +520,10 @@ fn print_table(setup: &Setup, level: usize, runs: &[Measured]) {
         each(&|m| {
             format!(
                 "{}/{level}",
-                m.streams.iter().filter(|s| s.first_chunk.is_some()).count()
+                m.streams
+                    .iter()
+                    .filter(|s| s.arrivals.first_chunk.is_some())
+                    .count()
             )
         }),
     );
