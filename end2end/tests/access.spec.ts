@@ -2,8 +2,8 @@
 // playwright.config.ts). The tests run in order and share the codes they create: the first
 // (open) visitor creates the admin code on the 管理 page; from then on the server asks for a
 // code, which the browser keeps in localStorage and sends as `Authorization: Bearer`.
-import { test, expect, Page, TestInfo } from "@playwright/test";
-import path from "node:path";
+import { test, expect, Page } from "@playwright/test";
+import { screenshots } from "./fixtures";
 
 test.describe.configure({ mode: "serial" });
 
@@ -45,19 +45,6 @@ async function createCode(page: Page, fields: { name: string; daily?: string; mo
 const row = (page: Page, name: string) =>
   page.getByTestId("code-row").filter({ has: page.getByTestId("code-name").getByText(name, { exact: true }) });
 
-async function screenshots(page: Page, testInfo: TestInfo, name: string) {
-  for (const width of [1280, 375]) {
-    await page.setViewportSize({ width, height: width < 500 ? 800 : 900 });
-    // From the top: the sticky header would otherwise sit mid-page in a full-page shot.
-    await page.evaluate(() => window.scrollTo(0, 0));
-    // Nothing may overflow sideways on a phone.
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    expect(overflow).toBeLessThanOrEqual(0);
-    const file = path.join(testInfo.project.outputDir, "screenshots", `${name}-${width}.png`);
-    await page.screenshot({ path: file, fullPage: true });
-  }
-  await page.setViewportSize({ width: 1280, height: 900 });
-}
 
 test("the first visitor of an open server creates the admin code on the 管理 page", async ({ page }) => {
   await page.goto("/");

@@ -1,6 +1,5 @@
 import { test, expect, APIRequestContext, Page } from "@playwright/test";
-import path from "node:path";
-import { ANSWER, REASONING, fakeRecords, savedMessages } from "./fixtures";
+import { ANSWER, REASONING, fakeRecords, fitsAndShot, savedMessages } from "./fixtures";
 
 async function openChat(page: Page) {
   await page.goto("/");
@@ -205,9 +204,6 @@ for (const width of [375, 1280]) {
     await openChat(page);
     await ask(page, "截图 [[fake:reasoner]]");
     await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    expect(overflow).toBeLessThanOrEqual(0);
-    const file = path.join(testInfo.project.outputDir, "screenshots", `chat-${width}.png`);
-    await page.screenshot({ path: file, fullPage: true });
+    await fitsAndShot(page, testInfo, `chat-${width}`);
   });
 }

@@ -1,4 +1,5 @@
-import { expect, Page } from "@playwright/test";
+import { expect, Page, TestInfo } from "@playwright/test";
+import path from "node:path";
 
 // What the fake upstream answers (src/fake_upstream/scenario.rs, ANSWER and REASONING).
 export const ANSWER =
@@ -101,4 +102,25 @@ export async function breakableStreams(page: Page) {
 /// Breaks every chat stream the page is reading (see [`breakableStreams`]).
 export async function cutStreams(page: Page) {
   await page.evaluate(() => (window as any).__cutStreams());
+}
+
+/// Nothing overflows sideways (on a phone's width too: wide tables scroll inside their
+/// card), and the whole page is saved as `screenshots/<name>.png` in the project's output.
+export async function fitsAndShot(page: Page, testInfo: TestInfo, name: string) {
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(overflow).toBeLessThanOrEqual(0);
+  const file = path.join(testInfo.project.outputDir, "screenshots", `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+}
+
+/// [`fitsAndShot`] at 1280 and 375 px wide (`<name>-<width>.png`), each from the top of
+/// the page (the sticky header would otherwise sit mid-page in a full-page shot); the
+/// page is left 1280 px wide.
+export async function screenshots(page: Page, testInfo: TestInfo, name: string) {
+  for (const width of [1280, 375]) {
+    await page.setViewportSize({ width, height: width < 500 ? 800 : 900 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await fitsAndShot(page, testInfo, `${name}-${width}`);
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
 }

@@ -1,6 +1,5 @@
 import { test, expect } from "@playwright/test";
-import path from "node:path";
-import { ANSWER, savedMessages } from "./fixtures";
+import { ANSWER, fitsAndShot, savedMessages } from "./fixtures";
 
 // The page as the server renders it, before any JavaScript runs.
 test("server renders the home page with its tabs", async ({ request }) => {
@@ -73,11 +72,7 @@ for (const width of [375, 1280]) {
     await page.setViewportSize({ width, height: width < 500 ? 800 : 900 });
     await page.goto("/");
     await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
-    // Nothing may overflow sideways on a phone.
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    expect(overflow).toBeLessThanOrEqual(0);
-    const file = path.join(testInfo.project.outputDir, "screenshots", `home-${width}.png`);
-    await page.screenshot({ path: file, fullPage: true });
+    await fitsAndShot(page, testInfo, `home-${width}`);
   });
 }
 

@@ -1,6 +1,5 @@
-import { test, expect, Page, TestInfo } from "@playwright/test";
-import path from "node:path";
-import { fakeRecords, hydrated } from "./fixtures";
+import { test, expect, Page } from "@playwright/test";
+import { fakeRecords, hydrated, screenshots } from "./fixtures";
 
 // The 服务配置 tab (src/app/settings.rs): per provider a model table (prices, limits,
 // 深度思考, fallback chain, 续写) and the keys' live state, read after hydration through
@@ -13,18 +12,6 @@ const COOL_SECS = 12;
 
 const keyRows = (page: Page) => page.getByTestId("key-row");
 
-async function screenshots(page: Page, testInfo: TestInfo, name: string) {
-  for (const width of [1280, 375]) {
-    await page.setViewportSize({ width, height: width < 500 ? 800 : 900 });
-    await page.evaluate(() => window.scrollTo(0, 0));
-    // Nothing may overflow sideways on a phone: the tables scroll inside their card.
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    expect(overflow).toBeLessThanOrEqual(0);
-    const file = path.join(testInfo.project.outputDir, "screenshots", `${name}-${width}.png`);
-    await page.screenshot({ path: file, fullPage: true });
-  }
-  await page.setViewportSize({ width: 1280, height: 900 });
-}
 
 /// Seconds since midnight of `HH:MM:SS`.
 const clock = (text: string) => {
