@@ -15,6 +15,7 @@ mod client;
 pub(crate) mod config;
 pub mod cost;
 mod error;
+pub(crate) mod idle;
 mod key_state;
 pub(crate) mod keys;
 mod relay;

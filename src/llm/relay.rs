@@ -26,6 +26,7 @@ use futures::{FutureExt, StreamExt};
 use super::client::{later, millis, LlmClient, RetryWait, Shutdown};
 use super::cost::Price;
 use super::error::LlmError;
+use super::idle::IdleTimer;
 use super::keys::key_id;
 use super::request::ChatJob;
 use super::tokens;
@@ -305,7 +306,8 @@ async fn relay_turn(
     };
     tracing::Span::current().record("key_id", key_id(upstream.key));
     session.key = Some(upstream.key);
-    let mut silence = Silence::new(config.timeout);
+    // The provider's silence limit: one timer per turn.
+    let mut silence = IdleTimer::new(config.timeout);
     loop {
         // After `finish_reason` only usage and `[DONE]` may follow: a provider that
         // keeps the connection open in silence gets a short grace, not the idle timeout.
@@ -411,50 +413,6 @@ impl<'a> Stops<'a> {
                 Err(outside.into())
             }
             out = work => Ok(out),
-        }
-    }
-}
-
-/// The provider's silence limit, on one timer per turn: each event only notes its time,
-/// and the timer, when it fires, is moved to the last event plus the limit unless that
-/// has passed (a timer per event cost a timer-wheel insert and removal per chunk).
-struct Silence {
-    timer: Pin<Box<tokio::time::Sleep>>,
-    last: Instant,
-}
-
-impl Silence {
-    fn new(limit: Duration) -> Silence {
-        let now = Instant::now();
-        Silence {
-            timer: Box::pin(tokio::time::sleep_until(later(now, limit))),
-            last: now,
-        }
-    }
-
-    /// `work`'s output, or `None` if the provider was silent for `limit` since its last
-    /// event (or since the turn began).
-    async fn watch<F: Future>(&mut self, limit: Duration, work: F) -> Option<F::Output> {
-        let due = later(self.last, limit);
-        if due < self.timer.deadline() {
-            self.timer.as_mut().reset(due);
-        }
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                biased;
-                out = &mut work => {
-                    self.last = Instant::now();
-                    return Some(out);
-                }
-                () = &mut self.timer => {
-                    let due = later(self.last, limit);
-                    if due <= Instant::now() {
-                        return None;
-                    }
-                    self.timer.as_mut().reset(due);
-                }
-            }
         }
     }
 }

@@ -13,7 +13,6 @@
 //! 4xx JSON body that names the problem before any streaming starts.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -24,12 +23,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::auth::Caller;
 use super::limits::StreamSlot;
 use super::streams::{Logged, Reader, StreamsError};
 use super::{billing, AppState};
+use crate::llm::idle::IdleTimer;
 use crate::llm::{chat_id, Control};
 use crate::protocol::{RejectBody, Rejection};
 
@@ -152,20 +151,18 @@ fn events(state: &AppState, reader: Reader) -> Response {
 }
 
 /// The reader's frames as events, with a `: keep-alive` comment whenever `interval`
-/// passes without an event. One timer per response, moved only when it fires: axum's
-/// own keep-alive re-arms its timer on every event, a timer-wheel operation per chunk.
+/// passes without an event, on one timer per response ([`IdleTimer`]: axum's own
+/// keep-alive re-arms its timer on every event).
 fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Event> + Send {
     struct State {
         reader: Reader,
         waiting: std::vec::IntoIter<Logged>,
-        timer: Pin<Box<tokio::time::Sleep>>,
-        last: Instant,
+        quiet: IdleTimer,
     }
     let state = State {
         reader,
         waiting: Vec::new().into_iter(),
-        timer: Box::pin(tokio::time::sleep(interval)),
-        last: Instant::now(),
+        quiet: IdleTimer::new(interval),
     };
     futures::stream::unfold(state, move |mut state| async move {
         loop {
@@ -179,17 +176,11 @@ fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Event> +
                 biased;
                 batch = state.reader.next() => {
                     state.waiting = batch?.into_iter();
-                    state.last = Instant::now();
+                    state.quiet.active();
                 }
-                () = &mut state.timer => {
-                    let due = state.last + interval;
-                    let now = Instant::now();
-                    if due <= now {
-                        state.last = now;
-                        state.timer.as_mut().reset(now + interval);
-                        return Some((Event::default().comment("keep-alive"), state));
-                    }
-                    state.timer.as_mut().reset(due);
+                () = state.quiet.idle(interval) => {
+                    state.quiet.active();
+                    return Some((Event::default().comment("keep-alive"), state));
                 }
             }
         }
