@@ -2,7 +2,8 @@
 //! cost, and the streaming client for OpenAI-compatible APIs.
 //!
 //! Data path: [`request`] validates a [`ChatRequest`](crate::protocol::ChatRequest) into a
-//! [`ChatJob`]; [`LlmClient::stream`] spawns [`relay`], which opens the provider stream
+//! [`ChatJob`]; [`LlmClient::stream`] spawns [`relay`] (or [`LlmClient::prepare`] hands it
+//! to the caller to drive), which opens the provider stream
 //! through [`client`] (keys from [`keys`], waits from [`retry`]), reads it with [`upstream`]
 //! and [`wire`], and emits [`Frame`](crate::protocol::Frame)s with usage ([`tokens`]) and
 //! cost ([`cost`]).

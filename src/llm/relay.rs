@@ -1,5 +1,6 @@
-//! The task behind one streaming chat: open the provider stream (with retries), then
-//! relay its text as frames, numbering them, timing them, and counting tokens and cost.
+//! One streaming chat, in a task of its own or beside its log's pump: open the provider
+//! stream (with retries), then relay its text as frames, numbering them, timing them, and
+//! counting tokens and cost.
 //!
 //! Invariants: `start` is the first frame; exactly one `done` or `error` is the last;
 //! once any text has been sent nothing is retried; a stop ([`Control::stop`]) ends the
