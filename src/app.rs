@@ -5,6 +5,7 @@ pub(crate) mod access;
 mod admin;
 pub(crate) mod server_info;
 mod settings;
+mod sync_hydrate;
 mod tabs;
 mod usage;
 
@@ -17,6 +18,7 @@ use leptos_router::{
 
 use crate::chat::ChatPage;
 use access::{Access, AccessControl, AccessPrompt};
+pub(crate) use sync_hydrate::SyncHydrate;
 use tabs::{AdminTab, SettingsTab, UsageTab};
 
 /// The HTML document around the app, rendered on the server. Its scripts (hydration,
@@ -60,6 +62,9 @@ pub(crate) fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/streamai.css"/>
         <Title text="流式AI"/>
         <Router>
+            // The header and the access prompt load no code on demand: they hydrate
+            // synchronously ([`SyncHydrate`]); only the routes between them wait for chunks.
+            {SyncHydrate(view! {
             <header class="top" data-hydrated=move || hydrated.get().to_string()>
                 <h1 class="brand">"流式AI"</h1>
                 <nav class="tabs" aria-label="功能">
@@ -70,6 +75,7 @@ pub(crate) fn App() -> impl IntoView {
                 </nav>
                 <AccessControl/>
             </header>
+            })}
             <main class="page">
                 // The chat's route is in the main WASM; the other tabs are lazy routes
                 // (`tabs`), each a chunk of its own, loaded when first opened.
@@ -84,7 +90,7 @@ pub(crate) fn App() -> impl IntoView {
                     <Route path=StaticSegment("admin") view={Lazy::<AdminTab>::new()}/>
                 </Routes>
             </main>
-            <AccessPrompt/>
+            {SyncHydrate(view! { <AccessPrompt/> })}
         </Router>
     }
 }
@@ -97,10 +103,10 @@ fn NotFound() -> impl IntoView {
         let response = expect_context::<leptos_axum::ResponseOptions>();
         response.set_status(axum::http::StatusCode::NOT_FOUND);
     }
-    view! {
+    SyncHydrate(view! {
         <section class="card">
             <h2>"页面不存在"</h2>
             <p><A href="/">"回到 流式AI"</A></p>
         </section>
-    }
+    })
 }

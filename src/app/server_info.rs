@@ -6,6 +6,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 
 use super::access::{self, Access};
+use super::SyncHydrate;
 use crate::api::{get_server_info, ServerInfo};
 
 /// Reads the server's configuration, then renders `children` with it; says so if the
@@ -47,8 +48,8 @@ where
                 let children = Arc::clone(&children);
                 Suspend::new(async move {
                     match info.await {
-                        Ok(info) => children(info).into_any(),
-                        Err(err) => view! { <p class="error">"读取服务配置失败：" {err.to_string()}</p> }.into_any(),
+                        Ok(info) => SyncHydrate(children(info)).into_any(),
+                        Err(err) => SyncHydrate(view! { <p class="error">"读取服务配置失败：" {err.to_string()}</p> }).into_any(),
                     }
                 })
             }}

@@ -15,6 +15,7 @@ use leptos_router::{lazy_route, LazyRoute};
 use super::admin::AdminPage;
 use super::settings::SettingsPage;
 use super::usage::UsagePage;
+use super::SyncHydrate;
 
 /// The 服务配置 tab.
 pub(crate) struct SettingsTab;
@@ -26,7 +27,7 @@ impl LazyRoute for SettingsTab {
     }
 
     fn view(_this: Self) -> AnyView {
-        view! { <SettingsPage/> }.into_any()
+        SyncHydrate(view! { <SettingsPage/> }).into_any()
     }
 }
 
@@ -40,7 +41,7 @@ impl LazyRoute for UsageTab {
     }
 
     fn view(_this: Self) -> AnyView {
-        view! { <UsagePage/> }.into_any()
+        SyncHydrate(view! { <UsagePage/> }).into_any()
     }
 }
 
@@ -54,6 +55,6 @@ impl LazyRoute for AdminTab {
     }
 
     fn view(_this: Self) -> AnyView {
-        view! { <AdminPage/> }.into_any()
+        SyncHydrate(view! { <AdminPage/> }).into_any()
     }
 }

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use super::platform;
 use super::session::{ChatSession, Msg, RetryNotice};
 use super::state::{Failure, MessageStoreFields, Stats, Status, Switch};
+use crate::app::SyncHydrate;
 use crate::protocol::Role;
 
 /// All messages, in an aria-live log. Code-block copy buttons are handled here by
@@ -22,8 +23,8 @@ pub(crate) fn MessageList() -> impl IntoView {
             </Show>
             <For each=move || session.messages.get() key=|msg| msg.id let:msg>
                 {match msg.role() {
-                    Role::User => view! { <UserMessage msg/> }.into_any(),
-                    _ => view! { <AnswerMessage msg/> }.into_any(),
+                    Role::User => SyncHydrate(view! { <UserMessage msg/> }).into_any(),
+                    _ => SyncHydrate(view! { <AnswerMessage msg/> }).into_any(),
                 }}
             </For>
         </div>

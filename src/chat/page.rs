@@ -10,15 +10,17 @@ use super::state::{totals, yuan_label, MessageStoreFields};
 use crate::api::ServerInfo;
 use crate::app::access::Access;
 use crate::app::server_info::{DemoNotice, WithServerInfo};
+use crate::app::SyncHydrate;
 
-/// The chat tab: reads the server's configuration, then shows the chat.
+/// The chat tab: reads the server's configuration, then shows the chat. Nothing in it
+/// loads code on demand: it hydrates synchronously.
 #[component]
 pub(crate) fn ChatPage() -> impl IntoView {
-    view! {
+    SyncHydrate(view! {
         <WithServerInfo loading="正在连接服务…" let:info>
             <Chat info/>
         </WithServerInfo>
-    }
+    })
 }
 
 #[component]

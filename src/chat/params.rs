@@ -6,12 +6,13 @@
 use leptos::prelude::*;
 
 use super::session::{model_defaults, ChatSession};
+use crate::app::SyncHydrate;
 
 /// A folded card with every request parameter; its summary names the model.
 #[component]
 pub(crate) fn ParamsPanel() -> AnyView {
     let settings = expect_context::<ChatSession>().settings;
-    view! {
+    let panel = view! {
         <details class="params card">
             <summary>
                 "参数 "
@@ -28,9 +29,9 @@ pub(crate) fn ParamsPanel() -> AnyView {
                 <SystemPromptField/>
             </div>
         </details>
-    }
+    };
     // Erased: the chat page's view type is otherwise too deep for the compiler.
-    .into_any()
+    SyncHydrate(panel).into_any()
 }
 
 /// Choosing a provider takes its default model, and the default max_tokens within it.
