@@ -149,6 +149,54 @@ test("Enter during IME composition does not send; Shift+Enter is a newline", asy
   await expect(page.getByTestId("user-message")).toContainText("第二行");
 });
 
+// Issue 13: the markdown renderer is a WASM chunk of its own (src/chat/markdown/on_demand.rs):
+// a page with no answer never fetches it; the first answer (or a restored one) does.
+test("the markdown renderer is fetched for the first answer, not with the page", async ({ page }) => {
+  const errors = collectErrors(page);
+  await openChat(page);
+  const wasm: string[] = [];
+  page.on("request", (request) => {
+    const url = new URL(request.url());
+    if (url.pathname.endsWith(".wasm")) wasm.push(url.pathname);
+  });
+  await page.reload();
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  expect(wasm).toEqual(["/pkg/streamai.wasm"]);
+
+  await ask(page, "按需加载 [[fake:deepseek]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  const text = lastAnswer(page).getByTestId("answer-text");
+  await expect(text.locator("pre code")).toHaveCount(1);
+  await expect(text.locator("li")).toHaveCount(2);
+  expect(wasm.filter((path) => path.includes("split_markdown"))).toHaveLength(1);
+
+  // A reload restores the answer: the renderer comes again (from the cache) and the
+  // answer is markdown, as before.
+  await page.reload();
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  await expect(text.locator("pre code")).toHaveCount(1);
+  await expect(text).toContainText("回答完毕。");
+  expect(errors).toEqual([]);
+});
+
+test("without the renderer's chunk an answer is still shown whole, as text", async ({ page }) => {
+  await page.route(/split_markdown\.wasm$/, (route) => route.abort());
+  const errors = collectErrors(page);
+  await openChat(page);
+  await ask(page, "渲染器缺失 [[fake:deepseek]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  const text = lastAnswer(page).getByTestId("answer-text");
+  await expect(text.locator("pre code")).toHaveCount(0);
+  // Every character is there, as text: the markdown's own marks included.
+  await expect(text).toContainText("```rust");
+  await expect(text).toContainText("println!(\"你好，世界 🌏\");");
+  await expect(text).toContainText("回答完毕。");
+  const saved = await savedMessages(page);
+  expect(saved.at(-1)?.content).toBe(ANSWER);
+  // The failed fetch is reported by the browser; nothing panicked.
+  expect(errors.filter((e) => /panic|unreachable|disposed/i.test(e))).toEqual([]);
+});
+
 test("reload keeps the conversation; 新对话 starts afresh", async ({ page }) => {
   await openChat(page);
   await ask(page, "刷新测试 [[fake:dashscope]]");

@@ -30,8 +30,15 @@
 //! the HTML those patches build, so a reload shows what the stream showed. When the
 //! answer ends ([`MarkdownStream::finish`]) the tail is rendered as markdown, exactly as
 //! it would be from the saved text.
+//!
+//! Markdown becomes HTML only when the view asks (finished blocks, the tail's patches),
+//! never as text arrives: in the browser the renderer is a WASM chunk of its own
+//! ([`on_demand`]), fetched when the first answer is shown, and the view waits for it.
 
 use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag};
+
+#[cfg(feature = "hydrate")]
+pub(crate) mod on_demand;
 
 /// The largest open block (bytes) that is re-rendered as markdown on each frame. Most
 /// paragraphs, lists and tables stay below it; beyond it a re-render of the block would
@@ -51,8 +58,37 @@ pub(crate) const OPEN_PIECE: &str = "<span class=\"open-piece\">";
 /// plain text after a line or a sentence.
 const PIECE_BYTES: usize = 2 * 1024;
 
-/// Renders a piece of markdown to safe HTML.
+/// Renders a piece of markdown to safe HTML: in the browser with the renderer's chunk,
+/// which the view has waited for ([`on_demand::ready`]).
 fn render(markdown: &str) -> String {
+    #[cfg(feature = "hydrate")]
+    return on_demand::render(markdown);
+    #[cfg(not(feature = "hydrate"))]
+    render_now(markdown)
+}
+
+/// Whether markdown can be rendered now (in the browser: once the renderer's chunk came).
+pub(crate) fn renderer_ready() -> bool {
+    #[cfg(feature = "hydrate")]
+    return on_demand::ready();
+    #[cfg(not(feature = "hydrate"))]
+    true
+}
+
+/// Waits until markdown can be rendered (in the browser: fetches the renderer's chunk).
+pub(crate) async fn load_renderer() {
+    #[cfg(feature = "hydrate")]
+    on_demand::load().await;
+}
+
+/// Starts fetching the renderer before an answer needs it (a question is being written).
+pub(crate) fn prefetch_renderer() {
+    #[cfg(feature = "hydrate")]
+    on_demand::prefetch();
+}
+
+/// Renders a piece of markdown to safe HTML, with the renderer at hand.
+fn render_now(markdown: &str) -> String {
     let options =
         Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     let events = Parser::new_ext(markdown, options).map(|event| match event {
@@ -150,12 +186,11 @@ struct Fence {
     column0: Option<OpenCode>,
 }
 
-/// An open column-0 fence's code block: the HTML around its code, and where the code
-/// starts in the text.
+/// An open column-0 fence's code block: where its opening line and its code start in
+/// the text.
 #[derive(Debug, Clone, PartialEq)]
 struct OpenCode {
-    before: String,
-    after: String,
+    line: usize,
     body: usize,
 }
 
@@ -238,8 +273,8 @@ pub(crate) struct MarkdownStream {
     cuts: Vec<usize>,
     /// Where the search for the open block's next plain cut goes on.
     cut_scan: usize,
-    /// Blocks finished since [`MarkdownStream::take_blocks`].
-    finished: Vec<String>,
+    /// The blocks finished since [`MarkdownStream::take_blocks`], as ranges of `text`.
+    finished: Vec<(usize, usize)>,
     /// The answer has ended: the tail is rendered as markdown.
     ended: bool,
     /// What the view shows of the tail; `None` when it shows nothing of it yet.
@@ -287,11 +322,8 @@ impl MarkdownStream {
                     if let Some((marker, len, indent)) = fence_opening(line) {
                         let column0 = (indent == 0).then(|| {
                             self.commit(line_start);
-                            let shell = render(&self.text[line_start..self.scan_from]);
-                            let at = shell.rfind("</code>").unwrap_or(shell.len());
                             OpenCode {
-                                before: shell[..at].to_owned(),
-                                after: shell[at..].to_owned(),
+                                line: line_start,
                                 body: self.scan_from,
                             }
                         });
@@ -340,11 +372,10 @@ impl MarkdownStream {
         }
     }
 
-    /// Ends the block that is open at `end`: renders it, unless it is only blank.
+    /// Ends the block that is open at `end`; it is rendered when taken, unless blank.
     fn commit(&mut self, end: usize) {
-        let block = &self.text[self.committed..end];
-        if !block.trim().is_empty() {
-            self.finished.push(render(block));
+        if !self.text[self.committed..end].trim().is_empty() {
+            self.finished.push((self.committed, end));
         }
         self.committed = end;
         self.cuts.clear();
@@ -357,9 +388,13 @@ impl MarkdownStream {
         self.ended = true;
     }
 
-    /// The blocks finished since the last call, in order.
+    /// The blocks finished since the last call, in order, as HTML.
     pub fn take_blocks(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.finished)
+        let finished = std::mem::take(&mut self.finished);
+        finished
+            .into_iter()
+            .map(|(start, end)| render(&self.text[start..end]))
+            .collect()
     }
 
     fn tail(&self) -> &str {
@@ -416,10 +451,13 @@ impl MarkdownStream {
                     ..
                 }),
             ) => {
-                html.push_str(&code.before);
+                // The code block its opening line makes; the code goes in before `</code>`.
+                let shell = render(&self.text[code.line..code.body]);
+                let (before, after) = shell.split_at(shell.rfind("</code>").unwrap_or(shell.len()));
+                html.push_str(before);
                 let line = &self.text[self.scan_from..];
                 self.pieces_html(&mut html, code.body, self.scan_from, line);
-                html.push_str(&code.after);
+                html.push_str(after);
             }
             (Mode::Plain, _) => {
                 html.push_str("<div class=\"open-plain\">");

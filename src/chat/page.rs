@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use super::markdown::prefetch_renderer;
 use super::messages::MessageList;
 use super::params::ParamsPanel;
 use super::session::ChatSession;
@@ -109,6 +110,8 @@ fn Composer() -> impl IntoView {
                 placeholder="输入消息，Enter 发送，Shift+Enter 换行"
                 rows="2"
                 prop:value=move || session.composer.get()
+                // A question is being written: its answer will need the markdown renderer.
+                on:focus=move |_| prefetch_renderer()
                 on:input=move |ev| session.composer.set(event_target_value(&ev))
                 on:keydown=on_keydown
             ></textarea>

@@ -10,7 +10,7 @@
 use leptos::prelude::*;
 use reactive_stores::Store;
 
-use super::markdown::{MarkdownStream, TailPatch};
+use super::markdown::{self, MarkdownStream, TailPatch};
 use super::platform::{self, StreamEnd, StreamFrame, StreamHandle, Timer};
 use super::state::{
     self, Accept, Failure, Message, MessageStoreFields, Reconnect, Saved, Settings, Stats, Status,
@@ -123,6 +123,16 @@ impl Msg {
             if msg.tail_version.is_disposed() {
                 return;
             }
+            if !markdown::renderer_ready() {
+                // Shown once the renderer has come (still pending: nothing else asks).
+                leptos::task::spawn_local(async move {
+                    markdown::load_renderer().await;
+                    if msg.tail_pending.try_set_value(false).is_none() {
+                        msg.schedule_tail();
+                    }
+                });
+                return;
+            }
             // Follow the answer down, unless the reader has scrolled up to read.
             let follow = platform::near_bottom();
             msg.tail_pending.set_value(false);
@@ -144,6 +154,11 @@ impl Msg {
     // Only the browser's view takes patches; the server renders no answers.
     #[cfg_attr(not(any(feature = "hydrate", test)), allow(dead_code))]
     pub fn take_tail_patch(&self) -> Option<TailPatch> {
+        // Without the renderer nothing is shown yet: the tail is scheduled again once
+        // it has come.
+        if !markdown::renderer_ready() {
+            return None;
+        }
         self.markdown
             .try_update_value(MarkdownStream::take_patch)
             .flatten()
