@@ -1,5 +1,5 @@
 import { test, expect, APIRequestContext, Page } from "@playwright/test";
-import { ANSWER, REASONING, fakeRecords, fitsAndShot, savedMessages } from "./fixtures";
+import { ANSWER, REASONING, fakeRecords, fitsAndShot, numbered, savedMessages } from "./fixtures";
 
 async function openChat(page: Page) {
   await page.goto("/");
@@ -244,6 +244,30 @@ test("a long answer is followed down the page while it streams", async ({ page }
     .poll(() => page.evaluate(() => window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 130))
     .toBe(true);
   expect(await page.evaluate(() => window.scrollY)).toBeGreaterThan(0);
+});
+
+// Issue 13: a long plain paragraph (or code block) ends in the pieces it streamed in, so
+// the end of the answer lays out nothing afresh; a reload shows the same pieces.
+test("a long plain answer ends in place, in the pieces it streamed in", async ({ page }) => {
+  await openChat(page);
+  await ask(page, "长段落 [[fake:openai chunks=2000 delay=1]]");
+  const text = lastAnswer(page).getByTestId("answer-text");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "streaming");
+  // While it streams: mark the first piece on the page.
+  await expect.poll(() => text.locator(".piece").count(), { timeout: 20_000 }).toBeGreaterThan(2);
+  await text.locator(".piece").first().evaluate((el) => ((el as any).__streamed = true));
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  await expect(text.locator(".open-line")).toHaveCount(0);
+  // The same element, not a re-render: only the open line went.
+  expect(await text.locator(".piece").first().evaluate((el) => (el as any).__streamed === true)).toBe(true);
+  await expect(text.locator("p")).toHaveCount(1);
+  expect(await text.locator("p").textContent()).toBe(numbered(2000));
+  const pieces = await text.locator(".piece").allTextContents();
+
+  await page.reload();
+  await expect(page.locator("header.top")).toHaveAttribute("data-hydrated", "true");
+  await expect(text.locator("p.pieces")).toHaveCount(1);
+  expect(await text.locator(".piece").allTextContents()).toEqual(pieces);
 });
 
 for (const width of [375, 1280]) {

@@ -21,9 +21,16 @@
 //!   paragraph thus costs each frame its new text, not the paragraph.
 //!
 //! A growing tail is cut into pieces ([`PIECE_BYTES`]: a code block after a line, plain
-//! text after a line or a sentence), each a block on the page, so that a frame lays out
-//! only the open piece: one text run of 200 KB re-laid out per frame was the jank. In a
-//! code block the cuts cannot be seen; in plain text a piece's last line may end short.
+//! text after a line or a sentence and the spaces after it), each a block on the page, so
+//! that a frame lays out only the open piece: one text run of 200 KB re-laid out per frame
+//! was the jank. In a code block the cuts cannot be seen; in plain text a piece's last
+//! line may end short.
+//!
+//! A long block whose markdown is only its text — a fenced code block, or a paragraph
+//! with no markup, no line break and no run of spaces — stays in those pieces once
+//! finished ([`render_block`]): finishing the answer then only removes the open line
+//! ([`TailPatch::Settle`]) instead of laying out 200 KB afresh in one frame, and a reload
+//! shows the same pieces. Any other block is rendered whole when it ends.
 //!
 //! The view asks for [`TailPatch`]es: the whole tail's HTML when the mode or the block
 //! changed, otherwise only the text that arrived since. [`MarkdownStream::tail_html`] is
@@ -51,9 +58,11 @@ const OPEN_LINE: &str = "<span class=\"open-line\">";
 // Only the browser's view looks for it.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 pub(crate) const OPEN_LINE_SELECTOR: &str = "span.open-line";
-/// A piece of a growing tail: a block of its own (`style/main.css`), so that the page
-/// lays out only the open piece when text arrives, not the whole open block.
-pub(crate) const OPEN_PIECE: &str = "<span class=\"open-piece\">";
+/// A piece of a long block: a block of its own (`style/main.css`), so that the page lays
+/// out only the open piece when text arrives, not the whole block.
+pub(crate) const PIECE: &str = "<span class=\"piece\">";
+/// A long paragraph shown in pieces (`white-space: pre-wrap` while it may hold anything).
+const PIECES: &str = "<p class=\"pieces\">";
 /// A growing tail is cut into pieces of about this many bytes: a code block after a line,
 /// plain text after a line or a sentence.
 const PIECE_BYTES: usize = 2 * 1024;
@@ -252,12 +261,15 @@ pub(crate) enum TailPatch {
     Html(String),
     /// Text for the growing tail: `pieces[0]` is inserted (as text) before the
     /// [`OPEN_LINE`] element, in the open piece; each further one goes into a new piece
-    /// ([`OPEN_PIECE`]) after it, the open line moving along. Then, when `line` is given,
+    /// ([`PIECE`]) after it, the open line moving along. Then, when `line` is given,
     /// it becomes the open line's text.
     Grow {
         pieces: Vec<String>,
         line: Option<String>,
     },
+    /// The growing tail is finished as it stands: `pieces` are added as by `Grow`, then
+    /// the open line's element is removed, with any text in it.
+    Settle { pieces: Vec<String> },
 }
 
 /// An answer's markdown as it streams in.
@@ -311,9 +323,8 @@ impl MarkdownStream {
                     column0: Some(code),
                     ..
                 }) => {
-                    // A code piece ends at the first line end past its size.
                     let piece = self.cuts.last().copied().unwrap_or(code.body);
-                    if self.scan_from - piece >= PIECE_BYTES {
+                    if code_cut(piece, self.scan_from) {
                         self.cuts.push(self.scan_from);
                     }
                 }
@@ -343,29 +354,14 @@ impl MarkdownStream {
         }
     }
 
-    /// Finds the open block's plain cuts in the text that arrived: the first piece
-    /// starts at the block, each ends after the first line end or sentence end that
-    /// starts [`PIECE_BYTES`] into it, or at twice that size. Only the text decides, not
-    /// how it arrived, so a reload cuts where the stream did.
+    /// Finds the open block's plain cuts in the text that arrived ([`plain_cut`]).
     fn cut_plain(&mut self) {
         loop {
             let piece = self.cuts.last().copied().unwrap_or(self.committed);
-            let hard = ceil_boundary(&self.text, piece + 2 * PIECE_BYTES);
-            let from = ceil_boundary(&self.text, (piece + PIECE_BYTES).max(self.cut_scan));
-            if from >= self.text.len() {
-                return;
-            }
-            let found = self.text[from..]
-                .char_indices()
-                .map(|(at, c)| (from + at, c))
-                .take_while(|&(at, _)| at < hard)
-                .find(|&(_, c)| matches!(c, '\n' | '。' | '！' | '？' | '；' | '.' | '!' | '?'))
-                .map(|(at, c)| at + c.len_utf8());
-            match found {
-                Some(cut) => self.cuts.push(cut),
-                None if hard <= self.text.len() => self.cuts.push(hard),
-                None => {
-                    self.cut_scan = self.text.len();
+            match plain_cut(&self.text, piece, self.cut_scan) {
+                Ok(cut) => self.cuts.push(cut),
+                Err(scanned) => {
+                    self.cut_scan = scanned;
                     return;
                 }
             }
@@ -393,7 +389,7 @@ impl MarkdownStream {
         let finished = std::mem::take(&mut self.finished);
         finished
             .into_iter()
-            .map(|(start, end)| render(&self.text[start..end]))
+            .map(|(start, end)| render_block(&self.text[start..end]))
             .collect()
     }
 
@@ -416,23 +412,17 @@ impl MarkdownStream {
 
     /// The open block's text from `start` to `end`, split at its cuts.
     fn pieces(&self, start: usize, end: usize) -> Vec<String> {
-        let inner = self.cuts.iter().copied().filter(|&c| start < c && c <= end);
-        std::iter::once(start)
-            .chain(inner.clone())
-            .zip(inner.chain(std::iter::once(end)))
+        piece_ranges(&self.cuts, start, end)
             .map(|(from, to)| self.text[from..to].to_owned())
             .collect()
     }
 
-    /// `pieces` as HTML: each an [`OPEN_PIECE`], the last holding the open line.
+    /// The open block's pieces from `start` to `end` as HTML, the open line (showing
+    /// `line`) at the end of the last.
     fn pieces_html(&self, html: &mut String, start: usize, end: usize, line: &str) {
-        for (at, piece) in self.pieces(start, end).iter().enumerate() {
-            if at > 0 {
-                html.push_str("</span>");
-            }
-            html.push_str(OPEN_PIECE);
-            escape_into(html, piece);
-        }
+        pieces_into(html, &self.text, start, end, &self.cuts);
+        // Into the last piece: before its `</span>`.
+        html.truncate(html.len() - "</span>".len());
         html.push_str(OPEN_LINE);
         escape_into(html, line);
         html.push_str("</span></span>");
@@ -460,11 +450,11 @@ impl MarkdownStream {
                 html.push_str(after);
             }
             (Mode::Plain, _) => {
-                html.push_str("<div class=\"open-plain\">");
+                html.push_str(PIECES);
                 self.pieces_html(&mut html, self.committed, self.text.len(), "");
-                html.push_str("</div>\n");
+                html.push_str("</p>\n");
             }
-            _ => html = render(tail),
+            _ => html = render_block(tail),
         }
         html
     }
@@ -495,8 +485,173 @@ impl MarkdownStream {
                 pieces: self.pieces(before.len, now.len),
                 line: None,
             }),
-            _ => Some(TailPatch::Html(self.tail_html())),
+            _ => {
+                let html = self.tail_html();
+                Some(match before {
+                    Some(before) if now.block == before.block && self.ended => {
+                        self.settle(before, &html)
+                    }
+                    _ => TailPatch::Html(html),
+                })
+            }
         }
+    }
+
+    /// The patch from the growing tail as shown (`before`) to `html`, the finished
+    /// tail: its last text and the open line's removal when that is all that changes
+    /// (a long block staying in its pieces), else `html` whole.
+    fn settle(&self, before: Shown, html: &str) -> TailPatch {
+        let (from, end) = match before.mode {
+            Mode::Code => (before.lines, self.scan_from),
+            Mode::Plain => (before.len, self.text.len()),
+            _ => return TailPatch::Html(html.to_owned()),
+        };
+        let mut grown = self.clone();
+        grown.ended = false;
+        let open = grown.tail_html();
+        let line = &self.text[end..];
+        let mut marker = String::from(OPEN_LINE);
+        escape_into(&mut marker, line);
+        marker.push_str("</span>");
+        if open.matches(&marker).count() == 1 && open.replacen(&marker, "", 1) == html {
+            TailPatch::Settle {
+                pieces: self.pieces(from, end),
+            }
+        } else {
+            TailPatch::Html(html.to_owned())
+        }
+    }
+}
+
+/// Whether a code piece that starts at `piece` ends at the line end `line_end`: at the
+/// first line end past [`PIECE_BYTES`].
+fn code_cut(piece: usize, line_end: usize) -> bool {
+    line_end - piece >= PIECE_BYTES
+}
+
+/// Where the plain piece that starts at `piece` in `text` ends, looking from `from` on:
+/// after the first line end or sentence end (and the spaces after it) that starts
+/// [`PIECE_BYTES`] into it, or at twice that size. Only the text decides, not how it
+/// arrived, so a reload cuts where the stream did. `Err`: not in the text yet; where to
+/// look from when more has come.
+fn plain_cut(text: &str, piece: usize, from: usize) -> Result<usize, usize> {
+    let hard = ceil_boundary(text, piece + 2 * PIECE_BYTES);
+    let from = ceil_boundary(text, (piece + PIECE_BYTES).max(from));
+    if from >= text.len() {
+        return Err(from.min(text.len()));
+    }
+    let found = text[from..]
+        .char_indices()
+        .map(|(at, c)| (from + at, c))
+        .take_while(|&(at, _)| at < hard)
+        .find(|&(_, c)| matches!(c, '\n' | '。' | '！' | '？' | '；' | '.' | '!' | '?'))
+        .map(|(at, c)| at + c.len_utf8());
+    match found {
+        Some(end) => {
+            let cut = end + text[end..].bytes().take_while(|&b| b == b' ').count();
+            // More spaces may yet come: the cut waits for what follows them.
+            if cut < text.len() {
+                Ok(cut)
+            } else {
+                Err(from)
+            }
+        }
+        // At the very end the text may go on: the cut waits for it.
+        None if hard < text.len() => Ok(hard),
+        None => Err(text.len()),
+    }
+}
+
+/// A finished block as HTML: rendered, except that a long block whose markdown is only
+/// its text (a fenced code block; a paragraph with no markup, line break or run of
+/// spaces) is shown in the pieces it streamed in, each a block on the page.
+fn render_block(block: &str) -> String {
+    let html = render(block);
+    if block.len() <= OPEN_RENDER_LIMIT {
+        return html;
+    }
+    code_in_pieces(block, &html)
+        .or_else(|| paragraph_in_pieces(block, &html))
+        .unwrap_or(html)
+}
+
+/// `block`, a column-0 fenced code block rendered as `html`, with its code in pieces.
+fn code_in_pieces(block: &str, html: &str) -> Option<String> {
+    let body = block.find('\n')? + 1;
+    let (_, _, 0) = fence_opening(&block[..body - 1])? else {
+        return None;
+    };
+    // The code ends where its closing line starts (or with the block).
+    let trimmed = block.trim_end_matches('\n');
+    let end = match trimmed.rfind('\n') {
+        Some(at) if at + 1 > body && fence_opening(&trimmed[at + 1..]).is_some() => at + 1,
+        _ => block.len(),
+    };
+    let shell = render(&block[..body]);
+    let (before, after) = shell.split_at(shell.rfind("</code>")?);
+    let mut whole = before.to_owned();
+    escape_into(&mut whole, &block[body..end]);
+    whole.push_str(after);
+    if whole != html {
+        return None;
+    }
+    let mut cuts = Vec::new();
+    let mut piece = body;
+    for (at, _) in block[body..end].match_indices('\n') {
+        if code_cut(piece, body + at + 1) {
+            piece = body + at + 1;
+            cuts.push(piece);
+        }
+    }
+    let mut out = before.to_owned();
+    pieces_into(&mut out, block, body, end, &cuts);
+    out.push_str(after);
+    Some(out)
+}
+
+/// `block`, one paragraph of plain text rendered as `html`, in pieces.
+fn paragraph_in_pieces(block: &str, html: &str) -> Option<String> {
+    let text = block.trim_end();
+    let mut whole = String::from("<p>");
+    escape_into(&mut whole, text);
+    whole.push_str("</p>\n");
+    // `white-space: pre-wrap` shows it as a paragraph shows it.
+    let pre_wrap_safe = !text.contains(['\n', '\r', '\t']) && !text.contains("  ");
+    if whole != html || !pre_wrap_safe || text.starts_with(' ') {
+        return None;
+    }
+    let mut cuts = Vec::new();
+    while let Ok(cut) = plain_cut(text, cuts.last().copied().unwrap_or(0), 0) {
+        cuts.push(cut);
+    }
+    if cuts.iter().any(|&cut| text[cut..].starts_with(' ')) {
+        return None;
+    }
+    let mut out = String::from(PIECES);
+    pieces_into(&mut out, text, 0, text.len(), &cuts);
+    out.push_str("</p>\n");
+    Some(out)
+}
+
+/// The ranges of `start..end` cut at `cuts`. A cut at `end` leaves an empty last piece
+/// (where a growing block's open line waits).
+fn piece_ranges(
+    cuts: &[usize],
+    start: usize,
+    end: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let inner = cuts.iter().copied().filter(move |&c| start < c && c <= end);
+    std::iter::once(start)
+        .chain(inner.clone())
+        .zip(inner.chain(std::iter::once(end)))
+}
+
+/// `text[start..end]` as escaped pieces ([`PIECE`]), cut at `cuts`.
+fn pieces_into(out: &mut String, text: &str, start: usize, end: usize, cuts: &[usize]) {
+    for (from, to) in piece_ranges(cuts, start, end) {
+        out.push_str(PIECE);
+        escape_into(out, &text[from..to]);
+        out.push_str("</span>");
     }
 }
 
@@ -573,12 +728,18 @@ mod tests {
         };
         match patch {
             TailPatch::Html(html) => *view = html,
+            TailPatch::Settle { pieces } => {
+                apply(view, TailPatch::Grow { pieces, line: None });
+                let at = view.find(OPEN_LINE).expect("settling needs the open line");
+                let end = at + view[at..].find("</span>").unwrap() + "</span>".len();
+                view.replace_range(at..end, "");
+            }
             TailPatch::Grow { pieces, line } => {
                 let mut at = view.find(OPEN_LINE).expect("growing needs the open line");
                 for (index, piece) in pieces.iter().enumerate() {
                     let mut text = escaped(piece);
                     if index > 0 {
-                        text = format!("</span>{OPEN_PIECE}{text}");
+                        text = format!("</span>{PIECE}{text}");
                     }
                     view.insert_str(at, &text);
                     at += text.len();
@@ -671,7 +832,7 @@ mod tests {
             panic!("the fence is shown whole first");
         };
         assert!(first.starts_with("<div class=\"code-block\">"), "{first}");
-        let code = format!("<code class=\"language-py\">{OPEN_PIECE}print(1)\n{OPEN_LINE}");
+        let code = format!("<code class=\"language-py\">{PIECE}print(1)\n{OPEN_LINE}");
         assert!(first.contains(&code), "{first}");
         md.push("print(2)\npri");
         assert_eq!(
@@ -712,9 +873,7 @@ mod tests {
         let Some(TailPatch::Html(plain)) = md.take_patch() else {
             panic!("plain text is shown whole first");
         };
-        assert!(plain.starts_with(&format!(
-            "<div class=\"open-plain\">{OPEN_PIECE}第0段 **粗** &lt;b&gt;。"
-        )));
+        assert!(plain.starts_with(&format!("{PIECES}{PIECE}第0段 **粗** &lt;b&gt;。")));
         md.push(&text[at..]);
         let Some(TailPatch::Grow { pieces, line: None }) = md.take_patch() else {
             panic!("then it grows");
@@ -746,10 +905,74 @@ mod tests {
                 )
             })
             .collect();
+        assert!(long.len() > OPEN_RENDER_LIMIT + 4 * PIECE_BYTES);
+        assert_eq!(check_splits(&long, 997, &[61, 1000]), render(&long));
+        // Plain text stays in its pieces: the same text, the same paragraph.
         let unbroken = "长".repeat(6000);
-        for text in [long, unbroken] {
-            assert!(text.len() > OPEN_RENDER_LIMIT + 4 * PIECE_BYTES);
-            assert_eq!(check_splits(&text, 997, &[61, 1000]), render(&text));
+        let html = check_splits(&unbroken, 997, &[61, 1000]);
+        assert!(html.starts_with(PIECES), "{html}");
+        assert_eq!(without_pieces(&html), render(&unbroken));
+    }
+
+    /// `html` with its pieces joined: what it would be rendered whole.
+    fn without_pieces(html: &str) -> String {
+        // The answer's own `<` is escaped: every span is a piece.
+        html.replace(PIECES, "<p>")
+            .replace(PIECE, "")
+            .replace("</span>", "")
+    }
+
+    /// Streams `text` in two halves, showing each, and ends it: the last patch.
+    fn last_patch(text: &str) -> Option<TailPatch> {
+        let half = ceil_boundary(text, text.len() / 2);
+        let mut md = MarkdownStream::new();
+        for part in [&text[..half], &text[half..]] {
+            md.push(part);
+            md.take_blocks();
+            md.take_patch();
+        }
+        md.finish();
+        md.take_patch()
+    }
+
+    #[test]
+    fn a_long_plain_paragraph_or_code_block_ends_in_its_pieces() {
+        let chinese: String = (0..3000).map(|i| format!("第{i}段。")).collect();
+        let english = "This is one sentence, and it ends here. ".repeat(300);
+        let english = english.trim_end();
+        let code: String = (0..3000)
+            .map(|i| format!("let v{i} = {i};{}", if i % 4 == 3 { "\n" } else { " " }))
+            .collect();
+        let code = format!("```rust\n{code}\n```");
+        for text in [chinese.as_str(), english, &code] {
+            // The end removes the open line; everything else was shown already.
+            assert_eq!(
+                last_patch(text),
+                Some(TailPatch::Settle {
+                    pieces: vec![String::new()]
+                }),
+                "{}",
+                &text[..40]
+            );
+            let html = check_splits(text, 4999, &[333]);
+            assert!(html.matches(PIECE).count() > 3, "{html}");
+            assert!(
+                !html.contains(&format!("{PIECE} ")),
+                "no piece starts with a space"
+            );
+            assert_eq!(without_pieces(&html), render(text));
+        }
+        // Markup, a line break or a run of spaces: rendered whole at the end.
+        let (first, rest) = chinese.split_at(ceil_boundary(&chinese, 6000));
+        for text in [
+            format!("**粗**{chinese}"),
+            format!("{first}\n{rest}"),
+            format!("{first}  {rest}"),
+        ] {
+            let Some(TailPatch::Html(html)) = last_patch(&text) else {
+                panic!("rendered whole");
+            };
+            assert_eq!(html, render(&text));
         }
     }
 
@@ -758,11 +981,13 @@ mod tests {
         let lines: String = (0..600).map(|i| format!("let v{i} = {i} < 2;\n")).collect();
         let code = format!("```rust\n{lines}```");
         assert!(code.len() > 4 * PIECE_BYTES);
-        assert_eq!(check_splits(&code, 101, &[5, 61]), render(&code));
+        let html = check_splits(&code, 101, &[5, 61]);
+        assert!(html.matches(PIECE).count() > 4, "{html}");
+        assert_eq!(without_pieces(&html), render(&code));
         let mut md = MarkdownStream::new();
         md.push(&code[..code.len() - 3]);
         let html = md.tail_html();
-        assert!(html.matches(OPEN_PIECE).count() > 4, "{html}");
+        assert!(html.matches(PIECE).count() > 4, "{html}");
     }
 
     /// Streaming in any pieces gives the same blocks and tail as one piece.
@@ -812,7 +1037,7 @@ mod tests {
         let mut md = MarkdownStream::new();
         md.push(&plain);
         let html = md.tail_html();
-        assert!(html.starts_with("<div class=\"open-plain\">"), "{html}");
+        assert!(html.starts_with(PIECES), "{html}");
         assert!(!html.contains("<img"), "{html}");
     }
 }

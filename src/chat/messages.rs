@@ -173,8 +173,8 @@ fn AnswerText(msg: Msg) -> impl IntoView {
 
 /// Applies the tail's patches to its element, once per frame that changed it: the whole
 /// tail's HTML, or text inserted before the open line's marker (a text node: the model's
-/// text is never parsed as HTML here), in new pieces as the patch says. The effect keeps
-/// the marker between frames.
+/// text is never parsed as HTML here), in new pieces as the patch says, and at the end
+/// the marker removed. The effect keeps the marker between frames.
 #[cfg(feature = "hydrate")]
 fn show_tail(msg: Msg, tail: NodeRef<leptos::html::Div>) {
     use super::markdown::{TailPatch, OPEN_LINE_SELECTOR};
@@ -190,9 +190,15 @@ fn show_tail(msg: Msg, tail: NodeRef<leptos::html::Div>) {
                 grow(&marker, &pieces, line.as_deref());
                 return Some(marker);
             }
+            // Finished in its pieces: only the open line goes.
+            (Some(TailPatch::Settle { pieces }), Some(marker)) => {
+                grow(&marker, &pieces, None);
+                marker.remove();
+                return None;
+            }
             // No marker to grow from (it cannot happen, but the page can be changed
             // under us): show the whole tail.
-            (Some(TailPatch::Grow { .. }), None) => {
+            (Some(TailPatch::Grow { .. } | TailPatch::Settle { .. }), None) => {
                 msg.forget_tail();
                 msg.take_tail_patch()?
             }
@@ -209,13 +215,13 @@ fn show_tail(msg: Msg, tail: NodeRef<leptos::html::Div>) {
 /// piece that the marker moves into, then shows `line` in it.
 #[cfg(feature = "hydrate")]
 fn grow(marker: &web_sys::Element, pieces: &[String], line: Option<&str>) {
-    use super::markdown::OPEN_PIECE;
+    use super::markdown::PIECE;
     for (index, text) in pieces.iter().enumerate() {
         if index > 0 {
             let Some(piece) = marker.parent_element() else {
                 return;
             };
-            let _ = piece.insert_adjacent_html("afterend", &format!("{OPEN_PIECE}</span>"));
+            let _ = piece.insert_adjacent_html("afterend", &format!("{PIECE}</span>"));
             if let Some(next) = piece.next_element_sibling() {
                 let _ = next.append_with_node_1(marker);
             }
