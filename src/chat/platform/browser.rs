@@ -10,7 +10,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, AbortSignal, ReadableStreamDefaultReader};
 
-use super::{event_index, StreamEnd, StreamFrame};
+use super::{event_index, follow_wait, StreamEnd, StreamFrame};
 use crate::protocol::{ChatRequest, Frame, RejectBody};
 use crate::sse::Parser;
 
@@ -285,7 +285,30 @@ pub(crate) fn next_frame(f: impl FnOnce() + 'static) {
     leptos::prelude::request_animation_frame(f);
 }
 
-/// True when the page is scrolled to (near) its end: new text should keep it there.
+/// The follow scrolls ([`scroll_to_bottom`]): when the last one was, where it left the
+/// page, whether one waits, and how long the next one waits after the last
+/// ([`follow_wait`]).
+#[derive(Clone, Copy)]
+struct Follow {
+    last_ms: f64,
+    at_y: f64,
+    pending: bool,
+    every_ms: f64,
+}
+
+thread_local! {
+    static FOLLOW: std::cell::Cell<Follow> = const {
+        std::cell::Cell::new(Follow {
+            last_ms: f64::NEG_INFINITY,
+            at_y: 0.0,
+            pending: false,
+            every_ms: 0.0,
+        })
+    };
+}
+
+/// True when the page is at (near) its end, or a follow scroll is on its way and the
+/// reader has not scrolled up since the last one: new text should keep it there.
 pub(crate) fn near_bottom() -> bool {
     let Some(window) = web_sys::window() else {
         return false;
@@ -299,18 +322,57 @@ pub(crate) fn near_bottom() -> bool {
         .and_then(|h| h.as_f64())
         .unwrap_or(0.0);
     let scrolled = window.scroll_y().unwrap_or(0.0);
-    scrolled + viewport >= f64::from(root.scroll_height()) - 120.0
+    let follow = FOLLOW.get();
+    (follow.pending && scrolled >= follow.at_y - 2.0)
+        || scrolled + viewport >= f64::from(root.scroll_height()) - 120.0
 }
 
-/// Scrolls to the end of the page once the pending DOM update has landed.
+/// Scrolls to the end of the page once the pending DOM update has landed, and no sooner
+/// than the follow's wait after the last such scroll; calls meanwhile share it.
 pub(crate) fn scroll_to_bottom() {
-    leptos::prelude::request_animation_frame(|| {
-        if let Some(window) = web_sys::window() {
-            let height = window
-                .document()
-                .and_then(|d| d.document_element())
-                .map_or(0, |root| root.scroll_height());
-            window.scroll_to_with_x_and_y(0.0, f64::from(height));
-        }
+    let follow = FOLLOW.get();
+    if follow.pending {
+        return;
+    }
+    FOLLOW.set(Follow {
+        pending: true,
+        ..follow
     });
+    let wait = (follow.last_ms + follow.every_ms - now_ms()).max(0.0);
+    let throttled = wait >= 1.0;
+    let scroll = move || {
+        leptos::prelude::request_animation_frame(move || {
+            let Some(window) = web_sys::window() else {
+                return;
+            };
+            let follow = FOLLOW.get();
+            // Scrolled up while the scroll waited: the reader is reading; let them.
+            let moved_up = throttled && window.scroll_y().unwrap_or(0.0) < follow.at_y - 2.0;
+            if !moved_up {
+                let height = window
+                    .document()
+                    .and_then(|d| d.document_element())
+                    .map_or(0, |root| root.scroll_height());
+                window.scroll_to_with_x_and_y(0.0, f64::from(height));
+            }
+            let scrolled_at = now_ms();
+            FOLLOW.set(Follow {
+                last_ms: scrolled_at,
+                at_y: window.scroll_y().unwrap_or(0.0),
+                pending: false,
+                ..follow
+            });
+            // The next frame starts once this one (with the scroll) is drawn.
+            leptos::prelude::request_animation_frame(move || {
+                let mut follow = FOLLOW.get();
+                follow.every_ms = follow_wait(follow.every_ms, now_ms() - scrolled_at);
+                FOLLOW.set(follow);
+            });
+        });
+    };
+    if throttled {
+        after(wait as u64, scroll);
+    } else {
+        scroll();
+    }
 }
