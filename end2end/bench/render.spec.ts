@@ -104,12 +104,15 @@ for (const shape of SHAPES) {
       .filter(([ms]) => ms > 50)
       .map(([ms, at]) => `${ms.toFixed(0)} ms at ${((100 * at) / figures.screenMs).toFixed(0)}%`);
     const over50 = sorted.filter((ms) => ms > 50).length;
+    // Frames that took more than one refresh (60 Hz: frames come in 16.7 ms steps).
+    const slow = sorted.filter((ms) => ms > 17.5).length;
     const ratio = figures.screenMs / figures.upstreamMs;
     console.log(
       `10,000-chunk ${shape.name}: upstream first→last ${figures.upstreamMs.toFixed(0)} ms, ` +
         `on screen first→last ${figures.screenMs.toFixed(0)} ms (ratio ${ratio.toFixed(3)}, ` +
         `lag ${(figures.screenMs - figures.upstreamMs).toFixed(0)} ms); ${sorted.length} frames, ` +
-        `${over50} over 50 ms, p50 ${percentile(sorted, 50).toFixed(1)} ms, ` +
+        `${over50} over 50 ms, ${((100 * slow) / sorted.length).toFixed(1)} % over one refresh, ` +
+        `p50 ${percentile(sorted, 50).toFixed(1)} ms, ` +
         `p95 ${percentile(sorted, 95).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms, ` +
         `max ${(sorted.at(-1) ?? 0).toFixed(1)} ms` +
         (longAt.length ? ` (long: ${longAt.join(", ")})` : ""),
