@@ -252,6 +252,9 @@ struct Shown {
     len: usize,
     /// [`Mode::Code`]: the end of the complete lines shown.
     lines: usize,
+    /// How many of the block's cuts the view has (a plain cut is made only once the text
+    /// after it has come: it may be right where the view's text ends).
+    cuts: usize,
 }
 
 /// A change to the view of the tail.
@@ -410,9 +413,18 @@ impl MarkdownStream {
         }
     }
 
-    /// The open block's text from `start` to `end`, split at its cuts.
-    fn pieces(&self, start: usize, end: usize) -> Vec<String> {
-        piece_ranges(&self.cuts, start, end)
+    /// The text the view (showing `before`) lacks, up to `end`, in pieces: each cut made
+    /// since starts a new one, even one right where the view's text ends.
+    fn new_pieces(&self, before: Shown, end: usize) -> Vec<String> {
+        let start = match before.mode {
+            Mode::Code => before.lines,
+            _ => before.len,
+        };
+        let new_cuts = self.cuts.get(before.cuts..).unwrap_or_default();
+        let cuts = new_cuts.iter().copied().filter(|&c| c <= end);
+        std::iter::once(start)
+            .chain(cuts.clone())
+            .zip(cuts.chain(std::iter::once(end)))
             .map(|(from, to)| self.text[from..to].to_owned())
             .collect()
     }
@@ -472,17 +484,18 @@ impl MarkdownStream {
             block: self.committed,
             len: self.text.len(),
             lines: self.scan_from,
+            cuts: self.cuts.len(),
         };
         let before = self.shown.replace(now);
         let same_view = before.filter(|b| b.mode == now.mode && b.block == now.block);
         match (now.mode, same_view) {
             (_, Some(before)) if before == now => None,
             (Mode::Code, Some(before)) => Some(TailPatch::Grow {
-                pieces: self.pieces(before.lines, now.lines),
+                pieces: self.new_pieces(before, now.lines),
                 line: Some(self.text[now.lines..].to_owned()),
             }),
             (Mode::Plain, Some(before)) => Some(TailPatch::Grow {
-                pieces: self.pieces(before.len, now.len),
+                pieces: self.new_pieces(before, now.len),
                 line: None,
             }),
             _ => {
@@ -501,9 +514,9 @@ impl MarkdownStream {
     /// tail: its last text and the open line's removal when that is all that changes
     /// (a long block staying in its pieces), else `html` whole.
     fn settle(&self, before: Shown, html: &str) -> TailPatch {
-        let (from, end) = match before.mode {
-            Mode::Code => (before.lines, self.scan_from),
-            Mode::Plain => (before.len, self.text.len()),
+        let end = match before.mode {
+            Mode::Code => self.scan_from,
+            Mode::Plain => self.text.len(),
             _ => return TailPatch::Html(html.to_owned()),
         };
         let mut grown = self.clone();
@@ -515,7 +528,7 @@ impl MarkdownStream {
         marker.push_str("</span>");
         if open.matches(&marker).count() == 1 && open.replacen(&marker, "", 1) == html {
             TailPatch::Settle {
-                pieces: self.pieces(from, end),
+                pieces: self.new_pieces(before, end),
             }
         } else {
             TailPatch::Html(html.to_owned())
@@ -962,6 +975,11 @@ mod tests {
             );
             assert_eq!(without_pieces(&html), render(text));
         }
+        // A sentence at a time (as a model sends it): each cut is made when the text
+        // after it arrives, and still starts a new piece on the page.
+        let sentences: Vec<String> = (0..3000).map(|i| format!("第{i}段。")).collect();
+        let (_, html) = stream(sentences.iter().map(String::as_str));
+        assert_eq!(html, check_splits(&chinese, 4999, &[]));
         // Markup, a line break or a run of spaces: rendered whole at the end.
         let (first, rest) = chinese.split_at(ceil_boundary(&chinese, 6000));
         for text in [
