@@ -246,10 +246,14 @@ test("a long answer is followed down the page; a reader who scrolls up is left t
   await ask(page, "跟随测试二 [[fake:openai chunks=400 delay=5]]");
   await expect(lastAnswer(page)).toHaveAttribute("data-status", "streaming");
   await expect.poll(() => answerLength(page)).toBeGreaterThan(200);
-  const reading = await page.evaluate(() => {
-    window.scrollBy(0, -300);
-    return window.scrollY;
-  });
+  // With the mouse wheel, as a reader does (only the reader's own input counts as
+  // scrolling away: the page also moves when content above it shrinks).
+  const before = await page.evaluate(() => window.scrollY);
+  await page.mouse.move(187, 300);
+  await page.mouse.wheel(0, -300);
+  await expect.poll(() => page.evaluate(() => window.scrollY)).toBeLessThan(before - 100);
+  await page.waitForTimeout(300); // the wheel's scroll settles
+  const reading = await page.evaluate(() => window.scrollY);
   await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
   await page.waitForTimeout(600); // longer than any follow wait
   // Where they were (the browser's scroll anchoring may keep a line in place), far from the end.

@@ -4,7 +4,7 @@
 //! views asynchronously so that a lazy route can wait for its chunk. That walk is
 //! generic code per view type: a second copy of every component's hydration beside the
 //! synchronous one, which each route's `AnyView` keeps too. Nothing inside the chat tab
-//! or the page's header waits for code, so [`SyncHydrate`] hydrates them with the
+//! or the page's header waits for code to hydrate, so [`SyncHydrate`] hydrates them with the
 //! synchronous copy, and the asynchronous one is never compiled (~14 % of the WASM).
 
 use leptos::tachys::{

@@ -13,8 +13,9 @@ use crate::app::access::Access;
 use crate::app::server_info::{DemoNotice, WithServerInfo};
 use crate::app::SyncHydrate;
 
-/// The chat tab: reads the server's configuration, then shows the chat. Nothing in it
-/// loads code on demand: it hydrates synchronously.
+/// The chat tab: reads the server's configuration, then shows the chat. Its hydration
+/// waits for no code (the markdown renderer comes later, when an answer needs it): it
+/// hydrates synchronously.
 #[component]
 pub(crate) fn ChatPage() -> impl IntoView {
     SyncHydrate(view! {

@@ -60,19 +60,18 @@ pub(crate) fn event_index(id: Option<&str>, expected: u64) -> u64 {
 const FOLLOW_MAX_MS: f64 = 500.0;
 /// The first wait once scrolls are slow.
 const FOLLOW_STEP_MS: f64 = 50.0;
-/// A frame longer than this (1.5 frames at 60 Hz) is a slow one.
-const SLOW_FRAME_MS: f64 = 25.0;
 
 /// The wait between the scrolls that follow the answer down, after a scroll whose frame
-/// took `frame_ms` and a wait of `every_ms`. Each scroll moves the whole page; where the
+/// took `frame_ms` and a wait of `every_ms`, on a display that refreshes every
+/// `refresh_ms` (a frame over 1.5 refreshes is a slow one). Each scroll moves the whole page; where the
 /// browser composites in software (no GPU: headless, many VMs and remote desktops) that
 /// redraws the whole window, and scrolled on every frame a fast stream made one frame in
 /// ten take two. So: no wait while a scroll's frame stays short; doubling (from
 /// [`FOLLOW_STEP_MS`] to [`FOLLOW_MAX_MS`]) while it is slow; halving back as it is short.
 // Only the browser scrolls.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-pub(crate) fn follow_wait(every_ms: f64, frame_ms: f64) -> f64 {
-    if frame_ms > SLOW_FRAME_MS {
+pub(crate) fn follow_wait(every_ms: f64, frame_ms: f64, refresh_ms: f64) -> f64 {
+    if frame_ms > 1.5 * refresh_ms {
         (every_ms * 2.0).clamp(FOLLOW_STEP_MS, FOLLOW_MAX_MS)
     } else if every_ms / 2.0 >= FOLLOW_STEP_MS {
         every_ms / 2.0
@@ -96,12 +95,14 @@ mod tests {
     fn following_waits_longer_while_scrolled_frames_are_slow() {
         let mut wait = 0.0;
         for expected in [50.0, 100.0, 200.0, 400.0, 500.0, 500.0] {
-            wait = follow_wait(wait, 40.0);
+            wait = follow_wait(wait, 40.0, 16.7);
             assert_eq!(wait, expected);
         }
         for expected in [250.0, 125.0, 62.5, 0.0, 0.0] {
-            wait = follow_wait(wait, 16.7);
+            wait = follow_wait(wait, 16.7, 16.7);
             assert_eq!(wait, expected);
         }
+        // A display that refreshes at 30 Hz: its every frame is 33 ms, none slow.
+        assert_eq!(follow_wait(0.0, 33.4, 33.3), 0.0);
     }
 }

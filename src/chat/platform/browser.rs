@@ -286,14 +286,25 @@ pub(crate) fn next_frame(f: impl FnOnce() + 'static) {
 }
 
 /// The follow scrolls ([`scroll_to_bottom`]): when the last one was, where it left the
-/// page, whether one waits, and how long the next one waits after the last
-/// ([`follow_wait`]).
+/// page, whether one waits, how long the next one waits after the last ([`follow_wait`]),
+/// the shortest frame seen (the display's refresh), and when the reader last used
+/// anything that scrolls (wheel, touch, keys, the scrollbar).
 #[derive(Clone, Copy)]
 struct Follow {
     last_ms: f64,
     at_y: f64,
     pending: bool,
     every_ms: f64,
+    refresh_ms: f64,
+    reader_ms: f64,
+}
+
+impl Follow {
+    /// The reader scrolled up since the last follow scroll. Only their own input counts:
+    /// the page also moves up when content above shrinks or the page gets shorter.
+    fn reader_scrolled_up(&self, scrolled: f64) -> bool {
+        self.reader_ms >= self.last_ms && scrolled < self.at_y - 2.0
+    }
 }
 
 thread_local! {
@@ -303,8 +314,29 @@ thread_local! {
             at_y: 0.0,
             pending: false,
             every_ms: 0.0,
+            refresh_ms: f64::INFINITY,
+            reader_ms: f64::NEG_INFINITY,
         })
     };
+    static WATCHING_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes, from the first follow scroll on, when the reader uses anything that scrolls.
+fn watch_reader() {
+    if WATCHING_READER.replace(true) {
+        return;
+    }
+    fn reader_moved() {
+        let mut follow = FOLLOW.get();
+        follow.reader_ms = now_ms();
+        FOLLOW.set(follow);
+    }
+    use leptos::{ev, prelude::window_event_listener};
+    // For the page's life: never removed.
+    let _ = window_event_listener(ev::wheel, |_| reader_moved());
+    let _ = window_event_listener(ev::touchmove, |_| reader_moved());
+    let _ = window_event_listener(ev::keydown, |_| reader_moved());
+    let _ = window_event_listener(ev::mousedown, |_| reader_moved());
 }
 
 /// True when the page is at (near) its end, or a follow scroll is on its way and the
@@ -323,13 +355,14 @@ pub(crate) fn near_bottom() -> bool {
         .unwrap_or(0.0);
     let scrolled = window.scroll_y().unwrap_or(0.0);
     let follow = FOLLOW.get();
-    (follow.pending && scrolled >= follow.at_y - 2.0)
+    (follow.pending && !follow.reader_scrolled_up(scrolled))
         || scrolled + viewport >= f64::from(root.scroll_height()) - 120.0
 }
 
 /// Scrolls to the end of the page once the pending DOM update has landed, and no sooner
 /// than the follow's wait after the last such scroll; calls meanwhile share it.
 pub(crate) fn scroll_to_bottom() {
+    watch_reader();
     let follow = FOLLOW.get();
     if follow.pending {
         return;
@@ -347,7 +380,7 @@ pub(crate) fn scroll_to_bottom() {
             };
             let follow = FOLLOW.get();
             // Scrolled up while the scroll waited: the reader is reading; let them.
-            let moved_up = throttled && window.scroll_y().unwrap_or(0.0) < follow.at_y - 2.0;
+            let moved_up = throttled && follow.reader_scrolled_up(window.scroll_y().unwrap_or(0.0));
             if !moved_up {
                 let height = window
                     .document()
@@ -364,8 +397,10 @@ pub(crate) fn scroll_to_bottom() {
             });
             // The next frame starts once this one (with the scroll) is drawn.
             leptos::prelude::request_animation_frame(move || {
+                let frame_ms = now_ms() - scrolled_at;
                 let mut follow = FOLLOW.get();
-                follow.every_ms = follow_wait(follow.every_ms, now_ms() - scrolled_at);
+                follow.refresh_ms = follow.refresh_ms.min(frame_ms.max(1.0));
+                follow.every_ms = follow_wait(follow.every_ms, frame_ms, follow.refresh_ms);
                 FOLLOW.set(follow);
             });
         });
