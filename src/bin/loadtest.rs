@@ -199,12 +199,11 @@ async fn main() -> ExitCode {
     ];
     let mut children = Vec::new();
     for env in &servers {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         // LOADTEST_SERVER_BIN: another build of the server (e.g. before a change), run
         // against the same fake and client for an A/B in one run.
         let server_bin =
             std::env::var("LOADTEST_SERVER_BIN").unwrap_or_else(|_| format!("{bin_dir}/streamai"));
-        match spawn(&server_bin, &[], &env) {
+        match spawn(&server_bin, &[], env) {
             Ok(child) => children.push(child),
             Err(err) => {
                 let _ = fake.kill();
@@ -568,13 +567,88 @@ async fn wait_ready(http: &reqwest::Client, url: &str) -> bool {
     false
 }
 
-fn spawn(program: &str, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Child> {
+fn spawn(program: &str, args: &[&str], env: &[(String, String)]) -> std::io::Result<Child> {
     Command::new(program)
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
+}
+
+/// The processes a phase starts, their pids recorded in `dir/pids` (for the script's
+/// trap): killed and reaped when dropped, with `dir` if it was made here.
+struct Processes {
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+    own_dir: bool,
+}
+
+impl Processes {
+    /// In `dir`, or in a fresh temporary one named after `phase`.
+    fn new(dir: Option<std::path::PathBuf>, phase: &str) -> Result<Processes, String> {
+        let own_dir = dir.is_none();
+        let dir = dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("streamai-loadtest-{phase}-{}", std::process::id()))
+        });
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Processes {
+            children: Vec::new(),
+            dir,
+            own_dir,
+        })
+    }
+
+    fn spawn(
+        &mut self,
+        program: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<u32, String> {
+        let child =
+            spawn(program, args, env).map_err(|e| format!("cannot start {program}: {e}"))?;
+        let pid = child.id();
+        self.children.push(child);
+        let record = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("pids"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{pid}\n").as_bytes()));
+        record.map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        Ok(pid)
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.own_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Environment variable `name`, which the script sets.
+fn env_var(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set"))
+}
+
+/// `text`, a number from environment variable `name`.
+fn env_num(name: &str, text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{name}: not a number: {text:?}"))
+}
+
+/// Environment variable `name`: ports separated by commas.
+fn env_ports(name: &str) -> Result<Vec<u16>, String> {
+    env_var(name)?
+        .split(',')
+        .map(|p| env_num(name, p).map(|p| p as u16))
+        .collect()
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -635,26 +709,17 @@ mod scale {
 
     impl Setup {
         fn from_env() -> Result<Setup, String> {
-            let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-            let num = |name: &str, text: &str| -> Result<u32, String> {
-                text.trim()
-                    .parse()
-                    .map_err(|_| format!("{name}: not a number: {text:?}"))
-            };
-            let ports: Vec<u16> = var("LOADTEST_PORTS")?
-                .split(',')
-                .map(|p| num("LOADTEST_PORTS", p).map(|p| p as u16))
-                .collect::<Result<_, _>>()?;
+            let ports = env_ports("LOADTEST_PORTS")?;
             let [fake, memory, a, b, c] = ports[..] else {
                 return Err("LOADTEST_PORTS must be FAKE,MEMORY,A,B,C".into());
             };
-            let nginx: Vec<Nginx> = var("LOADTEST_NGINX")?
+            let nginx: Vec<Nginx> = env_var("LOADTEST_NGINX")?
                 .split(',')
                 .map(|entry| {
                     let (port, pid) = entry.split_once(':').ok_or("LOADTEST_NGINX: PORT:PID")?;
                     Ok(Nginx {
-                        port: num("LOADTEST_NGINX", port)? as u16,
-                        pid: num("LOADTEST_NGINX", pid)?,
+                        port: env_num("LOADTEST_NGINX", port)? as u16,
+                        pid: env_num("LOADTEST_NGINX", pid)?,
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -668,8 +733,8 @@ mod scale {
                     .unwrap_or(default)
             };
             Ok(Setup {
-                redis_url: var("LOADTEST_REDIS_URL")?,
-                redis_pid: num("LOADTEST_REDIS_PID", &var("LOADTEST_REDIS_PID")?)?,
+                redis_url: env_var("LOADTEST_REDIS_URL")?,
+                redis_pid: env_num("LOADTEST_REDIS_PID", &env_var("LOADTEST_REDIS_PID")?)?,
                 fake,
                 memory,
                 instances: [a, b, c],
@@ -678,48 +743,6 @@ mod scale {
                 rounds: optional("LOADTEST_ROUNDS", 2).max(1),
                 streams: optional("LOADTEST_SCALE_STREAMS", 1000),
             })
-        }
-    }
-
-    /// The processes this phase started: killed and reaped when dropped.
-    struct Processes {
-        children: Vec<Child>,
-        /// Where the SQLite files and the pids are.
-        dir: std::path::PathBuf,
-        /// Whether `dir` is ours to delete at the end.
-        own_dir: bool,
-    }
-
-    impl Processes {
-        fn spawn(
-            &mut self,
-            program: &str,
-            args: &[&str],
-            env: &[(String, String)],
-        ) -> std::io::Result<u32> {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let child = spawn(program, args, &env)?;
-            let pid = child.id();
-            let mut pids = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("pids"))?;
-            std::io::Write::write_all(&mut pids, format!("{pid}\n").as_bytes())?;
-            self.children.push(child);
-            Ok(pid)
-        }
-    }
-
-    impl Drop for Processes {
-        fn drop(&mut self) {
-            for child in &mut self.children {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            if self.own_dir {
-                let _ = std::fs::remove_dir_all(&self.dir);
-            }
         }
     }
 
@@ -749,33 +772,21 @@ mod scale {
     /// file: its schema is made once), each answering before the next starts.
     async fn start(setup: &Setup, http: &reqwest::Client) -> Result<(Processes, Pids), String> {
         let bin_dir = std::env::var("LOADTEST_BIN_DIR").unwrap_or_else(|_| "target/release".into());
-        let own_dir = setup.dir.is_none();
-        let dir = setup.dir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("streamai-loadtest-scale-{}", std::process::id()))
-        });
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut processes = Processes {
-            children: Vec::new(),
-            dir: dir.clone(),
-            own_dir,
-        };
+        let mut processes = Processes::new(setup.dir.clone(), "scale")?;
+        let dir = processes.dir.clone();
         let fake_addr = format!("127.0.0.1:{}", setup.fake);
-        processes
-            .spawn(
-                &format!("{bin_dir}/fake-upstream"),
-                &[&fake_addr, "openai"],
-                &[],
-            )
-            .map_err(|e| format!("cannot start the fake upstream: {e}"))?;
+        processes.spawn(
+            &format!("{bin_dir}/fake-upstream"),
+            &[&fake_addr, "openai"],
+            &[],
+        )?;
         if !wait_ready(http, &format!("http://{fake_addr}/__fake/requests")).await {
             return Err("the fake upstream did not come up within 30 s".into());
         }
         let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(name).display());
         let mut instance = |port: u16, redis: Option<&str>, db: &str| {
             let env = instance_env(port, setup.fake, redis, db);
-            processes
-                .spawn(&format!("{bin_dir}/streamai"), &[], &env)
-                .map_err(|e| format!("cannot start the server: {e}"))
+            processes.spawn(&format!("{bin_dir}/streamai"), &[], &env)
         };
         let mut pids = Vec::new();
         let plan = [

@@ -50,20 +50,11 @@ struct Setup {
 
 impl Setup {
     fn from_env() -> Result<Setup, String> {
-        let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-        let num = |name: &str, text: &str| -> Result<u32, String> {
-            text.trim()
-                .parse()
-                .map_err(|_| format!("{name}: not a number: {text:?}"))
-        };
-        let ports: Vec<u16> = var("LOADTEST_PORTS")?
-            .split(',')
-            .map(|p| num("LOADTEST_PORTS", p).map(|p| p as u16))
-            .collect::<Result<_, _>>()?;
+        let ports = env_ports("LOADTEST_PORTS")?;
         let [fake, server] = ports[..] else {
             return Err("LOADTEST_PORTS must be FAKE,SERVER".into());
         };
-        let litellm = var("LOADTEST_LITELLM")?;
+        let litellm = env_var("LOADTEST_LITELLM")?;
         let (port, pid) = litellm
             .split_once(':')
             .ok_or("LOADTEST_LITELLM must be PORT:PID")?;
@@ -74,48 +65,13 @@ impl Setup {
         Ok(Setup {
             fake,
             server,
-            litellm: num("LOADTEST_LITELLM", port)? as u16,
-            litellm_pid: num("LOADTEST_LITELLM", pid)?,
+            litellm: env_num("LOADTEST_LITELLM", port)? as u16,
+            litellm_pid: env_num("LOADTEST_LITELLM", pid)?,
             litellm_key: std::env::var("LOADTEST_LITELLM_KEY").ok(),
             label: std::env::var("LOADTEST_LITELLM_LABEL").unwrap_or_else(|_| "LiteLLM".into()),
             dir: std::env::var_os("LOADTEST_DIR").map(Into::into),
             budget: Duration::from_secs(budget),
         })
-    }
-}
-
-/// The fake and `streamai`, started here: killed and reaped when dropped.
-struct Processes {
-    children: Vec<Child>,
-    dir: PathBuf,
-    own_dir: bool,
-}
-
-impl Processes {
-    fn spawn(&mut self, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<u32, String> {
-        let child =
-            spawn(program, args, env).map_err(|e| format!("cannot start {program}: {e}"))?;
-        let pid = child.id();
-        self.children.push(child);
-        let record = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("pids"))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{pid}\n").as_bytes()));
-        record.map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        Ok(pid)
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if self.own_dir {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
@@ -390,17 +346,9 @@ pub(super) async fn main(levels: &[usize]) -> ExitCode {
             ))
         }
     };
-    let own_dir = setup.dir.is_none();
-    let dir = setup.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("streamai-loadtest-peers-{}", std::process::id()))
-    });
-    if let Err(err) = std::fs::create_dir_all(&dir) {
-        return fail(&format!("{}: {err}", dir.display()));
-    }
-    let mut processes = Processes {
-        children: Vec::new(),
-        dir: dir.clone(),
-        own_dir,
+    let mut processes = match Processes::new(setup.dir.clone(), "peers") {
+        Ok(processes) => processes,
+        Err(err) => return fail(&err),
     };
     // No timeout of the client's own: each run's budget bounds every stream.
     let http = reqwest::Client::builder()
@@ -480,7 +428,6 @@ async fn start(
         &fake_url,
         &[("DATABASE_URL", &db), ("STREAMAI_LEDGER", &ledger)],
     );
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = processes.spawn(&format!("{bin_dir}/streamai"), &[], &env)?;
     if !wait_ready(http, &format!("http://{fake_addr}/__fake/requests")).await
         || !wait_ready(http, &format!("http://{addr}/")).await
