@@ -421,10 +421,7 @@ impl MarkdownStream {
             _ => before.len,
         };
         let new_cuts = self.cuts.get(before.cuts..).unwrap_or_default();
-        let cuts = new_cuts.iter().copied().filter(|&c| c <= end);
-        std::iter::once(start)
-            .chain(cuts.clone())
-            .zip(cuts.chain(std::iter::once(end)))
+        piece_ranges(new_cuts, start, end)
             .map(|(from, to)| self.text[from..to].to_owned())
             .collect()
     }
@@ -646,14 +643,18 @@ fn paragraph_in_pieces(block: &str, html: &str) -> Option<String> {
     Some(out)
 }
 
-/// The ranges of `start..end` cut at `cuts`. A cut at `end` leaves an empty last piece
-/// (where a growing block's open line waits).
+/// The ranges of `start..end` cut at `cuts`. A cut at `start` leaves an empty first piece
+/// (the view's piece is already whole), one at `end` an empty last piece (where a growing
+/// block's open line waits).
 fn piece_ranges(
     cuts: &[usize],
     start: usize,
     end: usize,
 ) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let inner = cuts.iter().copied().filter(move |&c| start < c && c <= end);
+    let inner = cuts
+        .iter()
+        .copied()
+        .filter(move |c| (start..=end).contains(c));
     std::iter::once(start)
         .chain(inner.clone())
         .zip(inner.chain(std::iter::once(end)))
