@@ -28,6 +28,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 
 pub use scenario::{demo_answer, pieces, Scenario, ANSWER, REASONING};
@@ -72,6 +75,8 @@ pub struct Record {
     pub key: String,
     pub status: u16,
     pub outcome: Outcome,
+    /// The protocol it came over: `HTTP/1.1` or `HTTP/2.0`.
+    pub http: String,
     /// The request body; `null` in demo mode, which keeps no visitor's text.
     pub body: serde_json::Value,
 }
@@ -128,6 +133,36 @@ impl Attempts {
     }
 }
 
+/// The streams one HTTP/2 connection may carry at once, by default: hyper's server
+/// default, between nginx's 128 and Cloudflare's 256.
+pub const H2_MAX_STREAMS: u32 = 200;
+
+/// Serves HTTP/1.1 and HTTP/2 without TLS (h2c, by prior knowledge) on `listener`, with
+/// `TCP_NODELAY` as provider front ends (nginx) set it.
+async fn serve(listener: tokio::net::TcpListener, app: Router, h2_max_streams: u32) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(h2_max_streams);
+    let builder = Arc::new(builder);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, most likely: let some close.
+                tracing::warn!("fake upstream: accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, service) = (builder.clone(), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 struct Shared {
     mode: Mode,
     log: Mutex<Log>,
@@ -144,6 +179,16 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Starts on `addr` (port 0 picks a free one), serving `mode`.
     pub async fn start(addr: SocketAddr, mode: Mode) -> std::io::Result<FakeUpstream> {
+        Self::start_with(addr, mode, H2_MAX_STREAMS).await
+    }
+
+    /// [`Self::start`], allowing at most `h2_max_streams` streams on one HTTP/2
+    /// connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub async fn start_with(
+        addr: SocketAddr,
+        mode: Mode,
+        h2_max_streams: u32,
+    ) -> std::io::Result<FakeUpstream> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -152,11 +197,7 @@ impl FakeUpstream {
             attempts: Mutex::default(),
         });
         let app = router(shared.clone());
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::error!("fake upstream stopped: {err}");
-            }
-        });
+        tokio::spawn(serve(listener, app, h2_max_streams));
         Ok(FakeUpstream { addr, shared })
     }
 
@@ -199,6 +240,7 @@ async fn list_records(State(shared): State<Arc<Shared>>) -> Json<Vec<Record>> {
 
 async fn completions(
     State(shared): State<Arc<Shared>>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -238,6 +280,7 @@ async fn completions(
         } else {
             Outcome::Refused
         },
+        http: format!("{version:?}"),
         body,
     });
     respond(shared, id, plan)

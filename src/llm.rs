@@ -19,6 +19,7 @@ mod error;
 pub(crate) mod idle;
 mod key_state;
 pub(crate) mod keys;
+mod lanes;
 mod relay;
 pub(crate) mod request;
 pub(crate) mod retry;

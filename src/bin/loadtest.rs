@@ -117,9 +117,13 @@ fn decode(data: &str, openai: bool) -> Decoded {
 }
 
 /// The environment of a `streamai` under test on `addr`: the fake upstream at `fake_url`
-/// as its one (free) model, warnings only, and `extra` (a database, the ledger, Redis).
+/// as its one (free) model, over HTTP/2 as providers are spoken to over TLS (h2c here;
+/// `LOADTEST_UPSTREAM_HTTP2=0`: HTTP/1.1), warnings only, and `extra` (a database, the
+/// ledger, Redis).
 fn server_env(addr: &str, fake_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let http2 = std::env::var("LOADTEST_UPSTREAM_HTTP2").unwrap_or_else(|_| "1".into());
     [
+        ("CUSTOM_HTTP2", http2.as_str()),
         ("LEPTOS_OUTPUT_NAME", "streamai"),
         ("LEPTOS_SITE_ROOT", "target/site"),
         ("LEPTOS_SITE_PKG_DIR", "pkg"),

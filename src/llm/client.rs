@@ -16,6 +16,7 @@ use tokio::time::{timeout_at, Instant};
 use super::config::LlmConfig;
 use super::error::LlmError;
 use super::keys::{key_id, KeyRing, NoKey};
+use super::lanes::{LaneSettings, Lanes};
 use super::request::{self, ChatJob};
 use super::retry::retry_after;
 use super::shared::SharedRests;
@@ -27,7 +28,8 @@ use crate::protocol::{ChatRequest, Rejection};
 pub type Shutdown = watch::Receiver<bool>;
 
 pub struct LlmClient {
-    http: reqwest::Client,
+    /// Each provider's connections.
+    lanes: HashMap<String, Lanes>,
     config: Arc<LlmConfig>,
     rings: HashMap<String, KeyRing>,
     /// Key rests shared with other instances (`REDIS_URL`).
@@ -43,18 +45,24 @@ pub(super) struct Opened {
 
 impl LlmClient {
     pub fn new(config: Arc<LlmConfig>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
+        let lanes = config
+            .providers
+            .iter()
+            .map(|p| {
+                let settings = LaneSettings {
+                    connect_timeout: config.timeout,
+                    h2c: p.h2c,
+                };
+                Ok((p.id.clone(), Lanes::new(settings)?))
+            })
+            .collect::<reqwest::Result<_>>()?;
         let rings = config
             .providers
             .iter()
             .map(|p| (p.id.clone(), KeyRing::named(&p.id, p.keys.clone())))
             .collect();
         Ok(LlmClient {
-            http,
+            lanes,
             config,
             rings,
             shared: std::sync::OnceLock::new(),
@@ -187,8 +195,10 @@ impl LlmClient {
         let deadline = now + timeout;
         let first_token_timeout = || LlmError::FirstTokenTimeout(timeout.as_secs());
         let body = super::shape::request_body(job);
-        let send = self
-            .http
+        let (http, lease) = self.lanes[&job.provider]
+            .lease()
+            .map_err(|err| LlmError::Connect(describe(&err)))?;
+        let send = http
             .post(format!("{}/chat/completions", job.base_url))
             .bearer_auth(ring.secret(key))
             .json(&body)
@@ -213,7 +223,7 @@ impl LlmClient {
             return Err(err);
         }
 
-        let mut body = UpstreamStream::new(response);
+        let mut body = UpstreamStream::new(response, lease);
         match timeout_at(deadline, body.read_to_first_text()).await {
             Err(_) => Err(first_token_timeout()),
             Ok(Err(err)) => Err(err),

@@ -246,6 +246,10 @@ pub struct Provider {
     pub default_model: String,
     pub models: Vec<Model>,
     pub keys: Vec<ProviderKey>,
+    /// `{ID}_HTTP2=1`: HTTP/2 over plain http, by prior knowledge (h2c), e.g. to a
+    /// gateway on the team's own network. Over https the TLS handshake picks HTTP/2 or
+    /// HTTP/1.1 (ALPN) whatever this says.
+    pub h2c: bool,
 }
 
 /// One API key and the provider account it belongs to. Chinese providers rate-limit per
@@ -607,6 +611,7 @@ fn build_provider<'a>(
         default_model: raw.default_model.clone(),
         models,
         keys,
+        h2c: h2c(id, base_url, lookup)?,
     };
     for model in &provider.models {
         if let Some(Thinking::Model(target)) = &model.shaping.thinking {
@@ -626,6 +631,31 @@ fn build_provider<'a>(
         });
     }
     Ok(provider)
+}
+
+/// `{ID}_HTTP2`: `1` speaks HTTP/2 over plain http (h2c); `0` or unset, HTTP/1.1 there.
+/// With an https URL it is refused: there TLS settles the protocol, and a deployer who
+/// sets it expects an effect it cannot have.
+fn h2c<'a>(
+    id: &str,
+    base_url: &str,
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<bool, ConfigError> {
+    let var = format!("{}_HTTP2", id.to_uppercase());
+    let invalid = |value: &str, reason: &str| ConfigError::Invalid {
+        var: var.clone(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    };
+    match lookup(&var).map(str::trim) {
+        None | Some("" | "0") => Ok(false),
+        Some("1") if base_url.starts_with("http://") => Ok(true),
+        Some("1") => Err(invalid(
+            "1",
+            "only for an http:// base URL (over https TLS negotiates HTTP/2 by itself)",
+        )),
+        Some(other) => Err(invalid(other, "must be 1 or 0")),
+    }
 }
 
 /// `{ID}_API_KEY`, then `{ID}_API_KEY_1`, `_2`, … until the first gap; duplicates dropped.
@@ -957,6 +987,34 @@ pub(crate) mod tests {
 
     fn config_err(vars: &[(&str, &str)]) -> ConfigError {
         config(vars).unwrap_err()
+    }
+
+    #[test]
+    fn http2_without_tls_only_for_http_urls() {
+        let custom = |url: &str, http2: Option<&str>| {
+            let mut vars = vec![
+                ("CUSTOM_API_KEY", "x"),
+                ("CUSTOM_BASE_URL", url),
+                ("CUSTOM_FREE_MODELS", "llama3"),
+                ("LLM_PROVIDER", "custom"),
+                ("LLM_MODEL", "llama3"),
+            ];
+            vars.extend(http2.map(|v| ("CUSTOM_HTTP2", v)));
+            config(&vars).map(|c| c.provider("custom").unwrap().h2c)
+        };
+        assert!(!custom("http://10.0.0.2/v1", None).unwrap());
+        assert!(!custom("http://10.0.0.2/v1", Some("0")).unwrap());
+        assert!(custom("http://10.0.0.2/v1", Some("1")).unwrap());
+        for (url, value) in [
+            ("https://gw.example/v1", "1"),
+            ("http://10.0.0.2/v1", "yes"),
+        ] {
+            let err = custom(url, Some(value)).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { var, .. } if var == "CUSTOM_HTTP2"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

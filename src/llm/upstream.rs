@@ -8,6 +8,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::error::LlmError;
+use super::lanes::Lease;
 use super::wire::{parse_data, UpstreamEvent};
 use crate::sse::parser::{LimitExceeded, Part};
 use crate::sse::Parser;
@@ -27,15 +28,18 @@ pub struct UpstreamStream {
     parser: Parser,
     pending: VecDeque<UpstreamEvent>,
     ended: bool,
+    /// The answer's place in its lane, held as long as the body.
+    _lease: Lease,
 }
 
 impl UpstreamStream {
-    pub fn new(response: reqwest::Response) -> Self {
+    pub(crate) fn new(response: reqwest::Response, lease: Lease) -> Self {
         UpstreamStream {
             body: response.bytes_stream().boxed(),
             parser: Parser::new(),
             pending: VecDeque::new(),
             ended: false,
+            _lease: lease,
         }
     }
 

@@ -6,6 +6,7 @@ mod abuse;
 mod chain;
 mod chat_sse;
 mod cuts;
+mod lanes;
 mod resume;
 mod router;
 mod settings;

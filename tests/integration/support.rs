@@ -72,10 +72,24 @@ pub async fn harness(keys: &[&str], extra: &[(&str, &str)]) -> Harness {
 
 /// [`harness`] on a given database (several servers may share one).
 pub async fn harness_on(store: Store, keys: &[&str], extra: &[(&str, &str)]) -> Harness {
+    harness_with(fake().await, store, keys, extra).await
+}
+
+/// A scripted fake upstream on a free loopback port.
+pub async fn fake() -> FakeUpstream {
     let mode = streamai::fake_upstream::Mode::Scripted("openai".into());
-    let fake = FakeUpstream::start(([127, 0, 0, 1], 0).into(), mode)
+    FakeUpstream::start(([127, 0, 0, 1], 0).into(), mode)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// [`harness_on`] with a given fake upstream.
+pub async fn harness_with(
+    fake: FakeUpstream,
+    store: Store,
+    keys: &[&str],
+    extra: &[(&str, &str)],
+) -> Harness {
     let base_url = fake.base_url();
     let key_vars: Vec<(String, String)> = keys
         .iter()
