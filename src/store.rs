@@ -325,6 +325,10 @@ async fn connect_sqlite(path: &str) -> Result<(Backend, AnyPool, AnyPool), Store
         AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(30))
+            // A file in this process does not go stale as a network connection can; the
+            // check before each use would be a round trip through the connection's thread
+            // for every query (every chat asks whether access codes exist).
+            .test_before_acquire(false)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // sqlx's SQLite defaults already turn foreign keys on; say it anyway.

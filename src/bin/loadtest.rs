@@ -135,6 +135,9 @@ fn server_env(addr: &str, fake_url: &str, extra: &[(&str, &str)]) -> Vec<(String
         ("CUSTOM_BASE_URL", fake_url),
         ("CUSTOM_API_KEY", "sk-loadtest-key"),
         ("RUST_LOG", "warn"),
+        // The benchmark measures the relay, not the caps a deployer sets (1,024 shipped).
+        ("STREAMAI_MAX_STREAMS", "20000"),
+        ("STREAMAI_MAX_CONNECTIONS", "20000"),
     ]
     .iter()
     .chain(extra)
@@ -238,14 +241,18 @@ async fn run(levels: &[usize], server_pid: u32, fake_pid: u32) -> ExitCode {
         CHUNKS
     );
     println!(
-        "{:>6} {:>6} {:>5} {:>8} | {:>17} {:>17} {:>15} | {:>15} {:>15} | {:>9} {:>8} {:>7} {:>9} {:>6} {:>9} {:>6}",
+        "{:>6} {:>6} {:>5} {:>8} | {:>17} {:>17} {:>15} | {:>15} {:>15} | {:>9} {:>8} {:>7} {:>9} {:>6} {:>9} {:>6} {:>11} {:>8}",
         "C", "ok", "fail", "mismatch", "ttfc direct p50/99", "ttfc relay p50/99", "added p50/99", "gap direct", "gap relay",
-        "rss peak", "KiB/strm", "cpu s", "cpu s/1k", "cores", "fake s/1k", "×fake"
+        "rss peak", "KiB/strm", "cpu s", "cpu s/1k", "cores", "fake s/1k", "×fake", "direct s/1k", "×direct"
     );
     let mut all_matched = true;
     for &level in levels {
         let (delay, ramp) = pacing(level);
+        let fake_direct_before = cpu_seconds(fake_pid).unwrap_or(0.0);
         let direct = run_level(&http, level, delay, ramp, Target::Direct).await;
+        // The fake serving the same streams straight to the same clients (HTTP/1.1, as the
+        // relay serves them): the cost of a server that only streams.
+        let fake_direct = cpu_seconds(fake_pid).unwrap_or(0.0) - fake_direct_before;
         let baseline_rss = rss_kib(server_pid).unwrap_or(0);
         let cpu_before = cpu_seconds(server_pid).unwrap_or(0.0);
         let fake_before = cpu_seconds(fake_pid).unwrap_or(0.0);
@@ -272,7 +279,7 @@ async fn run(levels: &[usize], server_pid: u32, fake_pid: u32) -> ExitCode {
         let (gd50, gd99) = gaps(&direct);
         let (gr50, gr99) = gaps(&relay);
         println!(
-            "{:>6} {:>6} {:>5} {:>8} | {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>7.2}/{:<7.2} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>6} Ki {:>8.1} {:>7.2} {:>9.3} {:>6.3} {:>9.3} {:>6.2}",
+            "{:>6} {:>6} {:>5} {:>8} | {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>7.2}/{:<7.2} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>6} Ki {:>8.1} {:>7.2} {:>9.3} {:>6.3} {:>9.3} {:>6.2} {:>11.3} {:>8.2}",
             level,
             ok,
             level - ok,
@@ -286,9 +293,11 @@ async fn run(levels: &[usize], server_pid: u32, fake_pid: u32) -> ExitCode {
             cpu / wall,
             fake_cpu / level as f64 * 1000.0,
             cpu / fake_cpu.max(f64::EPSILON),
+            fake_direct / level as f64 * 1000.0,
+            cpu / fake_direct.max(f64::EPSILON),
         );
     }
-    println!("times in ms; gap = time between consecutive chunks (the fake paces them); cores = server CPU seconds / wall seconds; ×fake = server CPU / the fake upstream's CPU for the same streams");
+    println!("times in ms; gap = time between consecutive chunks (the fake paces them); cores = server CPU seconds / wall seconds; ×fake = server CPU / the fake upstream's CPU for the same streams (serving the relay); ×direct = server CPU / the fake's CPU serving the same streams to the clients directly");
     // LOADTEST_RELAY_ONLY=1: only the table above (for profiling the relay).
     if std::env::var_os("LOADTEST_RELAY_ONLY").is_none() {
         big_prompts_beside_streams(&http).await;
