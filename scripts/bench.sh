@@ -236,11 +236,13 @@ else
 fi
 
 # The server holds a socket per stream (the browser side; the provider side is one HTTP/2
-# connection per 100 streams). Raise the soft fd limit to the hard one; where the hard
-# limit cannot hold 10,000 streams, the top level is capped to what fits, and said so.
+# connection per 100 streams; two sockets per stream with LOADTEST_UPSTREAM_HTTP2=0). Raise
+# the soft fd limit to the hard one; where the hard limit cannot hold 10,000 streams, the
+# top level is capped to what fits, and said so.
 hard=$(ulimit -Hn)
 ulimit -n "$hard" 2>/dev/null || true
-fits=$(( ( $(ulimit -n) - 500 ) * 100 / 101 / 1000 * 1000 ))
+if [ "${LOADTEST_UPSTREAM_HTTP2:-1}" = 0 ]; then per_100=200; else per_100=101; fi
+fits=$(( ( $(ulimit -n) - 500 ) * 100 / per_100 / 1000 * 1000 ))
 levels=$(echo "${1:-1,100,1000,10000}" | tr ',' '\n' | awk -v max="$fits" '{ print ($1 > max ? max : $1) }' | paste -sd, -)
 if $scale_only; then
   scale_phase "${1:-1,100,1000}"

@@ -23,15 +23,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
+use tower::ServiceExt;
 
 pub use scenario::{demo_answer, pieces, Scenario, ANSWER, REASONING};
 use scenario::{Action, Plan};
@@ -77,6 +80,8 @@ pub struct Record {
     pub outcome: Outcome,
     /// The protocol it came over: `HTTP/1.1` or `HTTP/2.0`.
     pub http: String,
+    /// The client's port: requests with the same one came over the same connection.
+    pub client_port: u16,
     /// The request body; `null` in demo mode, which keeps no visitor's text.
     pub body: serde_json::Value,
 }
@@ -144,8 +149,8 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, h2_max_streams: u
     builder.http2().max_concurrent_streams(h2_max_streams);
     let builder = Arc::new(builder);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, most likely: let some close.
                 tracing::warn!("fake upstream: accept failed: {err}");
@@ -154,7 +159,11 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, h2_max_streams: u
             }
         };
         let _ = stream.set_nodelay(true);
-        let (builder, service) = (builder.clone(), TowerToHyperService::new(app.clone()));
+        let (builder, app) = (builder.clone(), app.clone());
+        let service = service_fn(move |mut request: axum::http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
         tokio::spawn(async move {
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -240,6 +249,7 @@ async fn list_records(State(shared): State<Arc<Shared>>) -> Json<Vec<Record>> {
 
 async fn completions(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
@@ -281,6 +291,7 @@ async fn completions(
             Outcome::Refused
         },
         http: format!("{version:?}"),
+        client_port: peer.port(),
         body,
     });
     respond(shared, id, plan)

@@ -52,6 +52,7 @@ impl LlmClient {
                 let settings = LaneSettings {
                     connect_timeout: config.timeout,
                     h2c: p.h2c,
+                    streams: p.streams_per_connection,
                 };
                 Ok((p.id.clone(), Lanes::new(settings)?))
             })

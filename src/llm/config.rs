@@ -250,6 +250,9 @@ pub struct Provider {
     /// gateway on the team's own network. Over https the TLS handshake picks HTTP/2 or
     /// HTTP/1.1 (ALPN) whatever this says.
     pub h2c: bool,
+    /// `{ID}_STREAMS_PER_CONNECTION`: the most answers one connection (over HTTP/1.1, one
+    /// pool) carries; 100 unless the provider's server allows fewer streams.
+    pub streams_per_connection: usize,
 }
 
 /// One API key and the provider account it belongs to. Chinese providers rate-limit per
@@ -612,6 +615,12 @@ fn build_provider<'a>(
         models,
         keys,
         h2c: h2c(id, base_url, lookup)?,
+        streams_per_connection: env_number(
+            lookup,
+            &format!("{}_STREAMS_PER_CONNECTION", id.to_uppercase()),
+            super::lanes::STREAMS_PER_LANE,
+        )?
+        .max(1),
     };
     for model in &provider.models {
         if let Some(Thinking::Model(target)) = &model.shaping.thinking {

@@ -1,4 +1,5 @@
-//! Connections to one provider, in lanes of at most [`STREAMS_PER_LANE`] open answers.
+//! Connections to one provider, in lanes of at most [`STREAMS_PER_LANE`] open answers
+//! (`{ID}_STREAMS_PER_CONNECTION` for a server that allows fewer).
 //!
 //! Over HTTP/2 (what a provider negotiates over TLS, or `{ID}_HTTP2=1` over plain http)
 //! one client carries every answer on one connection, and the server caps the streams of
@@ -7,13 +8,14 @@
 //! the next request waits until a stream ends — and an answer's stream lasts minutes. So
 //! each lane is a client of its own (its own connection), a lane takes at most 100 open
 //! answers, and the next lane opens when every lane is full. Over HTTP/1 a lane is a
-//! connection pool like any other; the lanes only divide it.
+//! pool of up to 100 connections (one answer each); the lanes only divide the pool.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// The most answers one lane carries at once: the floor RFC 9113 asks servers to allow.
+/// The most answers one lane carries at once, unless the provider's settings say fewer:
+/// the floor RFC 9113 asks servers to allow (a SHOULD, not a MUST).
 pub(crate) const STREAMS_PER_LANE: usize = 100;
 
 /// How a lane's client talks to the provider.
@@ -22,6 +24,8 @@ pub(crate) struct LaneSettings {
     pub connect_timeout: Duration,
     /// HTTP/2 without TLS, by prior knowledge (h2c). Over https ALPN decides.
     pub h2c: bool,
+    /// The most answers one lane carries (at least 1).
+    pub streams: usize,
 }
 
 impl LaneSettings {
@@ -85,27 +89,40 @@ impl Lanes {
     }
 
     /// A client with room for one more answer, and the lease that holds its place: the
-    /// first lane with room, or a new one. Empty lanes past the one after it are closed
-    /// (one spare stays, so a load at a lane's edge does not open and close lanes).
+    /// first lane with room, or a new one. Then the empty lanes at the end of the list
+    /// are closed but one (so a load at a lane's edge does not open and close lanes); an
+    /// idle provider's lanes stay, their connections closing after 90 s idle.
     pub(crate) fn lease(&self) -> reqwest::Result<(reqwest::Client, Lease)> {
-        // Places are taken only under the lock, so a lane counted empty here stays so.
-        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = match lanes.iter().position(|l| l.open() < STREAMS_PER_LANE) {
-            Some(index) => index,
-            None => {
-                lanes.push(Lane::new(self.settings)?);
-                lanes.len() - 1
+        // A new lane's client (TLS settings, proxies) is built outside the lock; when
+        // another answer added a lane meanwhile, it is dropped unused.
+        let mut built = None;
+        loop {
+            // Places are taken only under the lock, so a lane counted empty here stays so.
+            let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = match lanes.iter().position(|l| l.open() < self.settings.streams) {
+                Some(index) => index,
+                None => match built.take() {
+                    Some(lane) => {
+                        lanes.push(lane);
+                        lanes.len() - 1
+                    }
+                    None => {
+                        drop(lanes);
+                        built = Some(Lane::new(self.settings)?);
+                        continue;
+                    }
+                },
+            };
+            while lanes.len() > index + 2 && lanes.last().is_some_and(|l| l.open() == 0) {
+                lanes.pop();
             }
-        };
-        while lanes.len() > index + 2 && lanes.last().is_some_and(|l| l.open() == 0) {
-            lanes.pop();
+            let lane = &lanes[index];
+            lane.open.fetch_add(1, Ordering::Relaxed);
+            let lease = Lease {
+                open: lane.open.clone(),
+            };
+            return Ok((lane.client.clone(), lease));
         }
-        let lane = &lanes[index];
-        lane.open.fetch_add(1, Ordering::Relaxed);
-        let lease = Lease {
-            open: lane.open.clone(),
-        };
-        Ok((lane.client.clone(), lease))
     }
 
     /// Open answers per lane, first lane first.
@@ -124,6 +141,7 @@ mod tests {
         Lanes::new(LaneSettings {
             connect_timeout: Duration::from_secs(1),
             h2c: true,
+            streams: STREAMS_PER_LANE,
         })
         .unwrap()
     }
