@@ -279,7 +279,7 @@ async fn run(levels: &[usize], server_pid: u32, fake_pid: u32) -> ExitCode {
         let (gd50, gd99) = gaps(&direct);
         let (gr50, gr99) = gaps(&relay);
         println!(
-            "{:>6} {:>6} {:>5} {:>8} | {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>7.2}/{:<7.2} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>6} Ki {:>8.1} {:>7.2} {:>9.3} {:>6.3} {:>9.3} {:>6.2} {:>11.3} {:>8.2}",
+            "{:>6} {:>6} {:>5} {:>8} | {:>8.2}/{:<8.2} {:>8.2}/{:<8.2} {:>7.2}/{:<7.2} | {:>7.2}/{:<7.2} {:>7.2}/{:<7.2} | {:>6} Ki {:>8.1} {:>7.2} {:>9.3} {:>6.3} {:>9.3} {:>6} {:>11.3} {:>8}",
             level,
             ok,
             level - ok,
@@ -292,9 +292,9 @@ async fn run(levels: &[usize], server_pid: u32, fake_pid: u32) -> ExitCode {
             cpu / level as f64 * 1000.0,
             cpu / wall,
             fake_cpu / level as f64 * 1000.0,
-            cpu / fake_cpu.max(f64::EPSILON),
+            ratio(cpu, fake_cpu),
             fake_direct / level as f64 * 1000.0,
-            cpu / fake_direct.max(f64::EPSILON),
+            ratio(cpu, fake_direct),
         );
     }
     println!("times in ms; gap = time between consecutive chunks (the fake paces them); cores = server CPU seconds / wall seconds; ×fake = server CPU / the fake upstream's CPU for the same streams (serving the relay); ×direct = server CPU / the fake's CPU serving the same streams to the clients directly");
@@ -533,6 +533,16 @@ fn percentiles(mut values: Vec<Duration>) -> (Duration, Duration) {
     values.sort();
     let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
     (at(0.50), at(0.99))
+}
+
+/// `cpu / reference` to two places, or `-` when the reference is under 0.05 CPU seconds
+/// (five clock ticks: too few to divide by).
+fn ratio(cpu: f64, reference: f64) -> String {
+    if reference < 0.05 {
+        "-".into()
+    } else {
+        format!("{:.2}", cpu / reference)
+    }
 }
 
 fn ms(d: Duration) -> f64 {
