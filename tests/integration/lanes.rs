@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use streamai::fake_upstream::{FakeUpstream, Mode, Outcome, Record};
+use streamai::fake_upstream::{Outcome, Record};
 
 use crate::cuts::start_answer;
-use crate::support::{fake, harness_with, test_store, Harness};
+use crate::support::{fake, fake_with, harness_with, test_store, Harness};
 
 #[tokio::test]
 async fn http2_without_tls_only_when_asked() {
@@ -27,12 +27,12 @@ async fn http2_without_tls_only_when_asked() {
 /// its first chunk for longer than the test runs. Each must start within 5 s: one held
 /// back by a connection's stream cap could only start once another had ended.
 async fn open_stalled(h: &Harness, count: usize) -> Vec<(String, reqwest::Response)> {
-    let (http, base) = (reqwest::Client::new(), h.url(""));
+    let (http, base) = (h.raw_client(), h.url(""));
     let mut answers = Vec::new();
     for i in 0..count {
         let prompt = format!("[[fake:openai stall_after=1]] 第{i}个");
         let started =
-            tokio::time::timeout(Duration::from_secs(5), start_answer(&http, &base, &prompt));
+            tokio::time::timeout(Duration::from_secs(5), start_answer(http, &base, &prompt));
         let answer = started.await.unwrap_or_else(|_| {
             panic!("answer {i} did not start: held back by a connection's stream cap?")
         });
@@ -50,10 +50,7 @@ fn connections(records: &[Record]) -> BTreeSet<u16> {
 /// use the same two connections.
 #[tokio::test]
 async fn answers_past_one_connections_stream_cap_all_start() {
-    let mode = Mode::Scripted("openai".into());
-    let fake = FakeUpstream::start_with(([127, 0, 0, 1], 0).into(), mode, 100)
-        .await
-        .unwrap();
+    let fake = fake_with(100).await;
     let vars = [("CUSTOM_HTTP2", "1"), ("LLM_TIMEOUT_SECS", "60")];
     let h = harness_with(fake, test_store().await, &["k"], &vars).await;
 
@@ -70,15 +67,7 @@ async fn answers_past_one_connections_stream_cap_all_start() {
     );
 
     for (id, _) in &answers {
-        let stopped = h
-            .raw_client()
-            .post(h.url(&format!("/api/chat/stream/{id}/stop")))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(stopped.status(), 200);
+        assert_eq!(h.stop_answer(id).await, 200);
     }
     drop(answers);
     // Each stopped answer lets go of its provider stream, and gives its place back.
@@ -107,10 +96,7 @@ async fn answers_past_one_connections_stream_cap_all_start() {
 /// on a server allowing 3 per connection open three connections.
 #[tokio::test]
 async fn a_lower_cap_is_configurable() {
-    let mode = Mode::Scripted("openai".into());
-    let fake = FakeUpstream::start_with(([127, 0, 0, 1], 0).into(), mode, 3)
-        .await
-        .unwrap();
+    let fake = fake_with(3).await;
     let vars = [
         ("CUSTOM_HTTP2", "1"),
         ("CUSTOM_STREAMS_PER_CONNECTION", "3"),

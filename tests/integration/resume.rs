@@ -56,18 +56,6 @@ async fn get(h: &Harness, path: &str) -> Streamed {
     Streamed::new(status, headers, response.text().await.unwrap())
 }
 
-async fn stop(h: &Harness, id: &str) -> u16 {
-    h.raw_client()
-        .post(h.url(&format!("/api/chat/stream/{id}/stop")))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// Waits until the fake's only request has ended as `outcome`; panics after `within`.
 async fn wait_for_outcome(h: &Harness, outcome: Outcome, within: Duration) -> Duration {
     let started = Instant::now();
@@ -120,7 +108,7 @@ async fn a_stop_from_another_connection_ends_every_reader_with_the_partial_bill(
         async move { http.get(url).send().await.unwrap().text().await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(stop(&h, &id).await, 200);
+    assert_eq!(h.stop_answer(&id).await, 200);
     let first = first.text().await.unwrap();
     let second = parse_frames(&second.await.unwrap());
     let ended = |frames: &[Frame]| match frames.last() {
@@ -136,7 +124,7 @@ async fn a_stop_from_another_connection_ends_every_reader_with_the_partial_bill(
     assert_eq!(ended(&second), (reason, cost));
     wait_for_outcome(&h, Outcome::ClientGone, Duration::from_secs(2)).await;
     // Stopping again, after the end, is no error.
-    assert_eq!(stop(&h, &id).await, 200);
+    assert_eq!(h.stop_answer(&id).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +133,7 @@ async fn a_detached_answer_keeps_its_stream_slot_until_it_ends() {
     let (id, response) = start(&h, "[[fake:openai delay=80]]").await;
     drop(response);
     assert_eq!(h.ask("[[fake:openai]]").await.status, 503);
-    assert_eq!(stop(&h, &id).await, 200);
+    assert_eq!(h.stop_answer(&id).await, 200);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let again = h.ask("[[fake:openai]]").await;
@@ -164,7 +152,7 @@ async fn unknown_trimmed_and_malformed_resumes_are_refused_in_chinese() {
     let unknown = get(&h, "/api/chat/stream/chat-0-ffff").await;
     assert_eq!(unknown.status, 404);
     assert!(unknown.raw.contains("stream_not_found") && unknown.raw.contains("不存在"));
-    assert_eq!(stop(&h, "chat-0-ffff").await, 404);
+    assert_eq!(h.stop_answer("chat-0-ffff").await, 404);
 
     let whole = h.ask("[[fake:openai chunks=100]]").await;
     whole.assert_well_formed();

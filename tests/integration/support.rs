@@ -77,8 +77,13 @@ pub async fn harness_on(store: Store, keys: &[&str], extra: &[(&str, &str)]) -> 
 
 /// A scripted fake upstream on a free loopback port.
 pub async fn fake() -> FakeUpstream {
+    fake_with(streamai::fake_upstream::H2_MAX_STREAMS).await
+}
+
+/// [`fake`], allowing at most `h2_max_streams` streams on one HTTP/2 connection.
+pub async fn fake_with(h2_max_streams: u32) -> FakeUpstream {
     let mode = streamai::fake_upstream::Mode::Scripted("openai".into());
-    FakeUpstream::start(([127, 0, 0, 1], 0).into(), mode)
+    FakeUpstream::start_with(([127, 0, 0, 1], 0).into(), mode, h2_max_streams)
         .await
         .unwrap()
 }
@@ -331,6 +336,24 @@ impl Harness {
     pub async fn ask(&self, prompt: &str) -> Streamed {
         let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
         self.post(&body.to_string()).await
+    }
+
+    /// Stops answer `id` (`POST /api/chat/stream/{id}/stop`); the response's status.
+    pub async fn stop_answer(&self, id: &str) -> u16 {
+        self.stop_answer_as(None, id).await
+    }
+
+    /// [`Self::stop_answer`] with an access code.
+    pub async fn stop_answer_as(&self, code: Option<&str>, id: &str) -> u16 {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/api/chat/stream/{id}/stop")))
+            .header("content-type", "application/json");
+        if let Some(code) = code {
+            request = request.bearer_auth(code);
+        }
+        let response = request.body("{}").send().await.unwrap();
+        response.status().as_u16()
     }
 
     pub fn raw_client(&self) -> &reqwest::Client {

@@ -253,16 +253,7 @@ async fn stop_mid_answer(h: &Harness, code: &str) {
         .split('"')
         .find(|part| part.starts_with("chat-"))
         .expect("the start frame names the answer");
-    let stopped = h
-        .raw_client()
-        .post(h.url(&format!("/api/chat/stream/{id}/stop")))
-        .header("content-type", "application/json")
-        .bearer_auth(code)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stopped.status(), 200);
+    assert_eq!(h.stop_answer_as(Some(code), id).await, 200);
     let rest = response.text().await.unwrap();
     assert!(rest.contains("\"finish_reason\":\"stopped\""), "{rest}");
     // The relay reports, and the settle task records the row.
