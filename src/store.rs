@@ -97,6 +97,8 @@ struct Inner {
     instance_id: String,
     /// Started by the first [`Store::ledger_writer`] call.
     ledger: OnceLock<LedgerWriter>,
+    /// Whether access codes exist, as far as this process knows.
+    codes: codes::CodesSeen,
 }
 
 /// The pools. The ledger writer's task holds a clone of this, not of the `Store`, so that
@@ -166,6 +168,7 @@ impl Store {
                 },
                 instance_id,
                 ledger: OnceLock::new(),
+                codes: Default::default(),
             }),
             global_daily_limit: None,
         };

@@ -690,6 +690,48 @@ async fn wrong_and_expired_codes_are_distinguished() {
     .await;
 }
 
+/// The open start asks whether codes exist on every request: "none yet" is remembered for
+/// a second, a code created by this process counts at once, one created by another within
+/// the second, and "yes" for good (codes are never deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whether_codes_exist_is_remembered() {
+    on_every_engine(async |engine: &Engine| {
+        let (remembers, creates, waits) = (
+            engine.store().await,
+            engine.store().await,
+            engine.store().await,
+        );
+        for store in [&remembers, &creates, &waits] {
+            assert!(!store.has_codes().await.unwrap());
+        }
+        // Answered from memory: its database is closed.
+        remembers.close().await;
+        assert!(!remembers.has_codes().await.unwrap());
+
+        creates
+            .create_code(new_code("first", Limits::default()), NOON)
+            .await
+            .unwrap();
+        assert!(
+            creates.has_codes().await.unwrap(),
+            "at once where it was made"
+        );
+        let asked = std::time::Instant::now();
+        while !waits.has_codes().await.unwrap() {
+            assert!(
+                asked.elapsed() < Duration::from_secs(3),
+                "{}: not seen",
+                engine.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        waits.close().await;
+        assert!(waits.has_codes().await.unwrap(), "yes is kept");
+        creates.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_are_shown_once_and_stored_hashed() {
     on_every_engine(async |engine: &Engine| {

@@ -21,7 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route(STREAM_PATH, post(chat_sse::chat_stream))
         .route(&format!("{STREAM_PATH}/{{id}}"), get(chat_sse::resume))
         .route(&format!("{STREAM_PATH}/{{id}}/stop"), post(chat_sse::stop))
-        .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
+        .leptos_routes_with_context(&state, routes, || (), move || shell((*options).clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(from_fn_with_state(StreamSlots::new(&limits), cap_streams))
         .layer(from_fn_with_state(BodyLimit::from(&limits), limit_body))

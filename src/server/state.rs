@@ -12,7 +12,9 @@ use crate::store::{LedgerWriter, Store};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub leptos_options: LeptosOptions,
+    /// Behind an `Arc`: the state is cloned for every extractor of every request, and
+    /// the options are a dozen reference counts and a `String`.
+    pub leptos_options: Arc<LeptosOptions>,
     pub llm: Arc<LlmClient>,
     /// Access codes, budgets and the ledger.
     pub store: Store,
@@ -27,7 +29,7 @@ pub struct AppState {
 
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
-        state.leptos_options.clone()
+        LeptosOptions::clone(&state.leptos_options)
     }
 }
 
@@ -43,7 +45,7 @@ impl AppState {
         let streams = Streams::memory(LogLimits::from(&llm.limits));
         Ok(AppState {
             streams,
-            leptos_options,
+            leptos_options: Arc::new(leptos_options),
             llm: Arc::new(LlmClient::new(Arc::new(llm))?),
             ledger: store.ledger_writer(),
             record_ledger: true,

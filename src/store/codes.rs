@@ -5,6 +5,10 @@
 //! The first code ever created is an admin code, and so is `ADMIN_CODE` from the
 //! environment ([`Store::ensure_admin_code`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 
@@ -13,6 +17,44 @@ use crate::protocol::Yuan;
 
 /// Every generated code starts with this.
 pub const CODE_PREFIX: &str = "sk-liu-";
+
+/// How long "no code exists yet" is believed without asking the database again.
+pub(crate) const NO_CODES_RECHECK: Duration = Duration::from_secs(1);
+
+/// What this process knows of whether any access code exists, so that the open start does
+/// not ask the database on every request. Codes are never deleted (a revoked code stays a
+/// row), so once one is seen the answer is yes for good. "None yet" is believed for
+/// [`NO_CODES_RECHECK`]: a code created by another process (the CLI, another instance)
+/// closes this one within a second, and one created through this process at once. A
+/// request that arrives in that second is one that a second earlier would have been served
+/// anyway, by a server that was open on purpose.
+#[derive(Debug, Default)]
+pub(crate) struct CodesSeen {
+    exist: AtomicBool,
+    none_at: Mutex<Option<Instant>>,
+}
+
+impl CodesSeen {
+    /// The answer without the database, if this process knows it.
+    fn known(&self, now: Instant) -> Option<bool> {
+        if self.exist.load(Ordering::Acquire) {
+            return Some(true);
+        }
+        let none_at = *self.none_at.lock().unwrap_or_else(|e| e.into_inner());
+        none_at
+            .is_some_and(|at| now.saturating_duration_since(at) < NO_CODES_RECHECK)
+            .then_some(false)
+    }
+
+    /// What the database said, asked at `asked`.
+    fn saw(&self, exist: bool, asked: Instant) {
+        if exist {
+            self.exist.store(true, Ordering::Release);
+        } else {
+            *self.none_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(asked);
+        }
+    }
+}
 
 /// What an admin can set on a code. `None` means no limit (all models, never expires).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -127,6 +169,7 @@ impl Store {
             .await?;
         let info = code_info(&row)?;
         tx.commit().await?;
+        self.inner.codes.saw(true, Instant::now());
         Ok((info, plaintext))
     }
 
@@ -158,15 +201,23 @@ impl Store {
             .await?;
         let info = code_info(&row)?;
         tx.commit().await?;
+        self.inner.codes.saw(true, Instant::now());
         Ok(info)
     }
 
-    /// Whether any code exists (if none does, the lead's server may run open).
+    /// Whether any code exists (if none does, the lead's server may run open). Asks the
+    /// database only when this process does not know ([`CodesSeen`]).
     pub async fn has_codes(&self) -> Result<bool, StoreError> {
+        let asked = Instant::now();
+        if let Some(known) = self.inner.codes.known(asked) {
+            return Ok(known);
+        }
         let row = sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM access_codes LIMIT 1) t")
             .fetch_one(self.read_pool())
             .await?;
-        Ok(col::<i64>(&row, "n")? > 0)
+        let exist = col::<i64>(&row, "n")? > 0;
+        self.inner.codes.saw(exist, asked);
+        Ok(exist)
     }
 
     /// All codes, revoked ones included, oldest first.
