@@ -25,12 +25,16 @@ pub fn count_text(text: &str) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
+/// Each role's name is one token (`system`, `user`, `assistant`; checked in the tests),
+/// so a message's framing costs no call into the encoder.
+const ROLE_TOKENS: u32 = 1;
+
 /// Tokens of a chat prompt, as OpenAI's cookbook counts them: 4 per message for the
 /// framing, plus the role and the content, plus 2 to prime the reply.
 pub fn count_prompt(messages: &[ChatMessage]) -> u32 {
     let framing = messages
         .iter()
-        .map(|m| 4 + count_text(m.role.as_str()) + count_text(&m.content));
+        .map(|m| (4 + ROLE_TOKENS).saturating_add(count_text(&m.content)));
     framing.fold(2u32, u32::saturating_add)
 }
 
@@ -45,6 +49,13 @@ mod tests {
         assert_eq!(count_text("hello"), 1);
         let chinese = count_text("流式输出让用户更快看到回答");
         assert!((4..=14).contains(&chinese), "{chinese}");
+    }
+
+    #[test]
+    fn every_role_is_one_token() {
+        for role in [Role::System, Role::User, Role::Assistant] {
+            assert_eq!(count_text(role.as_str()), ROLE_TOKENS, "{role:?}");
+        }
     }
 
     #[test]
