@@ -169,7 +169,6 @@ pub enum Frame {
         id: String,
         provider: String,
         model: String,
-        prompt_tokens: u32,
     },
     /// Waiting before attempt `attempt` (1-based) of at most `max_retries` retries.
     Retry {

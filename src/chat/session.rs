@@ -855,7 +855,6 @@ mod tests {
             id: id.into(),
             provider: "p".into(),
             model: "m".into(),
-            prompt_tokens: 1,
         }
     }
 

@@ -97,26 +97,31 @@ impl LlmClient {
     /// milliseconds, which must not stall the streams sharing the async workers.
     pub async fn resolve(self: &Arc<Self>, request: ChatRequest) -> Result<ChatJob, Rejection> {
         let client = self.clone();
-        off_the_workers(move || client.resolve_now(request)).await
+        off_the_workers(move || client.resolve_now(request, true)).await
     }
 
     /// [`Self::resolve`] for a raw JSON body: a large one is parsed on the blocking pool
     /// too (a 1 MiB body takes milliseconds to parse); a small one — most chats — right
-    /// here, where parsing and counting it costs less than the hand-over (1,000 chats
-    /// arriving at once queued behind the one blocking slot of a 2-core machine).
+    /// here, where parsing it (and counting it, if ever) costs less than the hand-over
+    /// (1,000 chats arriving at once queued behind the one blocking slot of a 2-core
+    /// machine). A large prompt is counted there and then, so no later need of the count
+    /// (a budget's worst case) makes it on an async worker.
     pub async fn resolve_body(self: &Arc<Self>, body: Bytes) -> Result<ChatJob, Rejection> {
         if body.len() <= INLINE_BODY_BYTES {
-            return self.resolve_now(request::parse_body(&body)?);
+            return self.resolve_now(request::parse_body(&body)?, false);
         }
         let client = self.clone();
-        off_the_workers(move || client.resolve_now(request::parse_body(&body)?)).await
+        off_the_workers(move || client.resolve_now(request::parse_body(&body)?, true)).await
     }
 
-    /// Checks, fills in defaults, counts the prompt and fits it in the context window.
-    fn resolve_now(&self, request: ChatRequest) -> Result<ChatJob, Rejection> {
+    /// Checks, fills in defaults and fits the prompt in the context window; counts it
+    /// now if `count`, else when something needs it ([`ChatJob::prompt_tokens`]).
+    fn resolve_now(&self, request: ChatRequest, count: bool) -> Result<ChatJob, Rejection> {
         let job = request::resolve(&self.config, request)?;
-        let prompt_tokens = super::tokens::count_prompt(&job.messages);
-        request::fit_context(job, prompt_tokens)
+        if count {
+            job.prompt_tokens();
+        }
+        request::fit_context(job)
     }
 
     /// An error as the user and the logs may see it: any configured key of `provider`

@@ -168,12 +168,12 @@ async fn run(
 }
 
 async fn relay(client: Arc<LlmClient>, job: ChatJob, tx: FrameTx, mut control: Control) -> Report {
+    let job = Arc::new(job);
     let mut session = Session::new(&job);
     let start = Frame::Start {
         id: control.id.clone(),
         provider: job.provider.clone(),
         model: job.model.id.clone(),
-        prompt_tokens: session.prompt_estimate,
     };
     if tx.send(Box::new(start)).await.is_err() {
         return session.cancelled();
@@ -445,7 +445,10 @@ struct Session {
     reasoning: String,
     finish_reason: Option<String>,
     provider_usage: Option<WireUsage>,
-    prompt_estimate: u32,
+    /// The job whose prompt this leg answers (its count is made only if the provider
+    /// gives no usage), or a continuation's count, which includes the text it goes on from.
+    prompt: Arc<ChatJob>,
+    continued_prompt: Option<u32>,
     /// The model answering, and its prices.
     provider: String,
     model: String,
@@ -464,7 +467,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(job: &ChatJob) -> Self {
+    fn new(job: &Arc<ChatJob>) -> Self {
         Session {
             started: Instant::now(),
             first_token: None,
@@ -473,7 +476,8 @@ impl Session {
             reasoning: String::new(),
             finish_reason: None,
             provider_usage: None,
-            prompt_estimate: job.prompt_tokens,
+            prompt: job.clone(),
+            continued_prompt: None,
             provider: job.provider.clone(),
             model: job.model.id.clone(),
             price: job.model.price,
@@ -495,7 +499,7 @@ impl Session {
             self.leg_text_from = self.text.len();
             self.leg_reasoning_from = self.reasoning.len();
             self.seam = Some(Seam::after(&self.text));
-            self.prompt_estimate = job.prompt_tokens;
+            self.continued_prompt = Some(job.prompt_tokens());
         }
         self.provider = job.provider.clone();
         self.model = job.model.id.clone();
@@ -572,6 +576,12 @@ impl Session {
         Some(frame)
     }
 
+    /// Our count of this leg's prompt.
+    fn prompt_estimate(&self) -> u32 {
+        self.continued_prompt
+            .unwrap_or_else(|| self.prompt.prompt_tokens())
+    }
+
     fn has_text(&self) -> bool {
         self.seq > 0
     }
@@ -602,10 +612,11 @@ impl Session {
             },
             None => {
                 let estimate = estimate();
+                let prompt = self.prompt_estimate();
                 Usage {
-                    prompt_tokens: self.prompt_estimate,
+                    prompt_tokens: prompt,
                     completion_tokens: estimate,
-                    total_tokens: self.prompt_estimate.saturating_add(estimate),
+                    total_tokens: prompt.saturating_add(estimate),
                     source: UsageSource::Tiktoken,
                 }
             }
@@ -867,7 +878,7 @@ mod tests {
     use crate::llm::config::Model;
 
     fn session() -> Session {
-        Session::new(&job())
+        Session::new(&Arc::new(job()))
     }
 
     fn job() -> ChatJob {
@@ -888,7 +899,7 @@ mod tests {
             max_tokens: 100,
             seed: None,
             thinking: None,
-            prompt_tokens: 7,
+            prompt_count: 7.into(),
             continued: None,
         }
     }
@@ -972,7 +983,7 @@ mod tests {
         let mut s = session();
         s.apply(UpstreamEvent::Content("前半段".into()));
         let mut next = ChatJob {
-            prompt_tokens: 9,
+            prompt_count: 9.into(),
             ..job()
         };
         next.model.price = Price::new(1_000_000, 1_000_000);

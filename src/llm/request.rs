@@ -1,6 +1,8 @@
 //! From a client's request body to a [`ChatJob`] the client can run: parsed, checked
 //! against the configuration, defaults filled in. Every refusal names the problem.
 
+use std::sync::OnceLock;
+
 use super::config::{Continuation, LlmConfig, Model, ModelRef, Provider, Thinking};
 use crate::protocol::{ChatMessage, ChatRequest, Rejection};
 
@@ -18,8 +20,9 @@ pub struct ChatJob {
     /// 深度思考 as asked; `None` leaves the model's default. When thinking means another
     /// model (DeepSeek), `model` is already that model, so its price and limits apply.
     pub thinking: Option<bool>,
-    /// Our tiktoken count of the prompt, made once (off the async workers).
-    pub prompt_tokens: u32,
+    /// Our tiktoken count of the prompt, made when something needs it (see
+    /// [`ChatJob::prompt_tokens`]).
+    pub(crate) prompt_count: OnceLock<u32>,
     /// A cut answer this job continues: sent after the history as the assistant's text.
     pub continued: Option<Continued>,
 }
@@ -29,6 +32,23 @@ pub struct ChatJob {
 pub struct Continued {
     pub mode: Continuation,
     pub text: String,
+}
+
+impl ChatJob {
+    /// Our tiktoken count of the prompt, made on the first call. Most chats never make it:
+    /// a prompt whose bytes leave room for the answer fits without it
+    /// ([`fit_context`]), and the provider's usage is what gets billed. Budgets (the
+    /// worst case), continuations and answers without usage count it.
+    pub fn prompt_tokens(&self) -> u32 {
+        *self
+            .prompt_count
+            .get_or_init(|| super::tokens::count_prompt(&self.messages))
+    }
+
+    fn with_prompt_tokens(mut self, count: u32) -> ChatJob {
+        self.prompt_count = OnceLock::from(count);
+        self
+    }
 }
 
 fn reject(code: &str, field: Option<String>, message: String) -> Rejection {
@@ -98,7 +118,7 @@ pub fn resolve(config: &LlmConfig, request: ChatRequest) -> Result<ChatJob, Reje
         max_tokens,
         seed: request.seed.or(config.defaults.seed),
         thinking: request.thinking,
-        prompt_tokens: 0,
+        prompt_count: OnceLock::new(),
         continued: None,
     })
 }
@@ -219,11 +239,19 @@ fn max_tokens(asked: Option<u32>, default: u32, model: &Model) -> Result<u32, Re
     }
 }
 
-/// Fits a job whose prompt counts `prompt_tokens` into its model's context window: a
-/// prompt larger than the window is refused; otherwise the answer's `max_tokens` shrinks
-/// to the room left, so the provider never refuses the request for its length.
-pub fn fit_context(mut job: ChatJob, prompt_tokens: u32) -> Result<ChatJob, Rejection> {
+/// Fits `job` into its model's context window: a prompt larger than the window is
+/// refused; otherwise the answer's `max_tokens` shrinks to the room left, so the provider
+/// never refuses the request for its length. A prompt whose bytes (each token is at least
+/// one) leave room for `max_tokens` fits as it is, uncounted.
+pub fn fit_context(mut job: ChatJob) -> Result<ChatJob, Rejection> {
     let window = job.model.context_tokens;
+    if job.prompt_count.get().is_none() {
+        let bound = super::tokens::prompt_bound(&job.messages);
+        if bound < window && job.max_tokens <= window - bound {
+            return Ok(job);
+        }
+    }
+    let prompt_tokens = job.prompt_tokens();
     if prompt_tokens >= window {
         return Err(reject(
             "context_too_long",
@@ -234,7 +262,6 @@ pub fn fit_context(mut job: ChatJob, prompt_tokens: u32) -> Result<ChatJob, Reje
             ),
         ));
     }
-    job.prompt_tokens = prompt_tokens;
     job.max_tokens = job.max_tokens.min(window - prompt_tokens);
     Ok(job)
 }
@@ -255,7 +282,7 @@ pub fn fallback(config: &LlmConfig, job: &ChatJob, next: &ModelRef) -> Option<Ch
         thinking,
         ..job.clone()
     };
-    let fitted = fit_context(candidate, job.prompt_tokens);
+    let fitted = fit_context(candidate);
     if let Err(refused) = &fitted {
         tracing::warn!(fallback = %next, "fallback skipped: {}", refused.message);
     }
@@ -284,14 +311,14 @@ pub fn continuation(
         _ => {}
     }
     let prompt = job
-        .prompt_tokens
+        .prompt_tokens()
         .saturating_add(super::tokens::count_text(sent));
     next_job.max_tokens = job.max_tokens.saturating_sub(completion).max(1);
     next_job.continued = Some(Continued {
         mode,
         text: sent.to_owned(),
     });
-    fit_context(next_job, prompt).ok()
+    fit_context(next_job.with_prompt_tokens(prompt)).ok()
 }
 
 /// `https://api.deepseek.com/v1` → `https://api.deepseek.com/beta`.
@@ -322,11 +349,11 @@ pub fn worst_case(config: &LlmConfig, job: &ChatJob) -> crate::protocol::Yuan {
     let output = prices.map(|p| p.output_micro_per_m).max().unwrap_or(0);
     let continues = chain.iter().any(|j| j.model.chain.continuation.is_some());
     let prompt = if continues {
-        job.prompt_tokens
+        job.prompt_tokens()
             .saturating_mul(2)
             .saturating_add(job.max_tokens)
     } else {
-        job.prompt_tokens
+        job.prompt_tokens()
     };
     super::cost::Price::new(input, output).charge(prompt, job.max_tokens)
 }
@@ -335,6 +362,7 @@ pub fn worst_case(config: &LlmConfig, job: &ChatJob) -> crate::protocol::Yuan {
 mod tests {
     use super::*;
     use crate::llm::config::tests::SETTINGS;
+    use crate::llm::tokens;
 
     /// https://api-docs.deepseek.com/zh-cn/guides/chat_prefix_completion: 用户需要设置
     /// `base_url="https://api.deepseek.com/beta"` 来开启 Beta 功能.
@@ -440,11 +468,33 @@ mod tests {
             resolve(&config(), parse_body(body.as_bytes()).unwrap()).unwrap()
         };
         // deepseek-chat: 131072 tokens of context.
-        let err = fit_context(job(100), 131_072).unwrap_err();
+        let counted = |max_tokens, count| fit_context(job(max_tokens).with_prompt_tokens(count));
+        let err = counted(100, 131_072).unwrap_err();
         assert_eq!(err.code, "context_too_long");
         assert!(err.message.contains("131072"), "{}", err.message);
-        assert_eq!(fit_context(job(8192), 130_000).unwrap().max_tokens, 1072);
-        assert_eq!(fit_context(job(8192), 1000).unwrap().max_tokens, 8192);
+        assert_eq!(counted(8192, 130_000).unwrap().max_tokens, 1072);
+        assert_eq!(counted(8192, 1000).unwrap().max_tokens, 8192);
+
+        // A short prompt fits by its bytes, uncounted.
+        let fitted = fit_context(job(8192)).unwrap();
+        assert_eq!(fitted.max_tokens, 8192);
+        assert!(fitted.prompt_count.get().is_none());
+        assert_eq!(
+            fitted.prompt_tokens(),
+            tokens::count_prompt(&fitted.messages)
+        );
+        // One whose bytes might not leave room is counted, and fits by its count.
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "好".repeat(45_000)
+        );
+        let long = resolve(&config(), parse_body(body.as_bytes()).unwrap()).unwrap();
+        let asked = long.max_tokens;
+        assert!(tokens::prompt_bound(&long.messages) > 131_072);
+        let fitted = fit_context(long).unwrap();
+        let count = *fitted.prompt_count.get().expect("counted");
+        assert!(count < 131_072, "{count}");
+        assert_eq!(fitted.max_tokens, asked.min(131_072 - count));
     }
 
     #[test]

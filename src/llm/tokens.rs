@@ -38,6 +38,15 @@ pub fn count_prompt(messages: &[ChatMessage]) -> u32 {
     framing.fold(2u32, u32::saturating_add)
 }
 
+/// At least [`count_prompt`], without the encoder: each token stands for one byte or more.
+pub fn prompt_bound(messages: &[ChatMessage]) -> u32 {
+    let framing = messages.iter().map(|m| {
+        let content = u32::try_from(m.content.len()).unwrap_or(u32::MAX);
+        (4 + ROLE_TOKENS).saturating_add(content)
+    });
+    framing.fold(2u32, u32::saturating_add)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +82,29 @@ mod tests {
         // 2 + (4 + 1 + 1) + (4 + 1 + 1)
         assert_eq!(count_prompt(&messages), 14);
         assert_eq!(count_prompt(&[]), 2);
+        // 2 + (4 + 1 + 5) + (4 + 1 + 5)
+        assert_eq!(prompt_bound(&messages), 22);
+    }
+
+    #[test]
+    fn the_bound_is_never_below_the_count() {
+        let texts = [
+            "",
+            "hello",
+            "流式输出让用户更快看到回答",
+            "🦀🦀🦀",
+            " \n\t  x",
+            "aaaaaaaaaaaaaaaaaaaa",
+        ];
+        for text in texts {
+            let messages = [ChatMessage {
+                role: Role::User,
+                content: text.into(),
+            }];
+            assert!(
+                prompt_bound(&messages) >= count_prompt(&messages),
+                "{text:?}"
+            );
+        }
     }
 }
