@@ -132,11 +132,20 @@ async fn response_headers_and_wire_framing() {
 #[tokio::test]
 async fn missing_usage_falls_back_to_tiktoken_and_cost_is_exact() {
     let h = harness(&[KEY], &[]).await;
-    let streamed = h.ask("[[fake:openai no_usage]]").await;
+    let prompt = "[[fake:openai no_usage]]";
+    let streamed = h.ask(prompt).await;
     let (prompt_tokens, completion_tokens, source) = done_usage(&streamed);
     assert_eq!(source, UsageSource::Tiktoken);
     assert_eq!(completion_tokens, streamai::llm::tokens::count_text(ANSWER));
-    assert!(prompt_tokens > 0);
+    // Counted only now (a short prompt fits its window uncounted), and exactly.
+    let message = streamai::protocol::ChatMessage {
+        role: streamai::protocol::Role::User,
+        content: prompt.into(),
+    };
+    assert_eq!(
+        prompt_tokens,
+        streamai::llm::tokens::count_prompt(&[message])
+    );
     let Finished {
         cost,
         timing,
