@@ -3,7 +3,9 @@
 //! another website cannot ride on it) and is looked up by its hash on every request, so a
 //! revocation takes effect at once. While no code exists the server is open — the
 //! two-command start on loopback; `server::run` refuses a non-loopback address in that
-//! state unless the deployer opts out.
+//! state unless the deployer opts out. Whether one exists is remembered
+//! (`Store::has_codes`): the first code closes the server at once when made here, within
+//! a second when made by the CLI or another instance.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
