@@ -103,7 +103,7 @@ pub async fn create_code(
         expires_at,
         ..ssr::parse(&limits, &state).map_err(ssr::bad_request)?
     };
-    let was_open = !state.store.has_codes().await.map_err(ssr::failed)?;
+    let was_open = !state.store.has_codes_now().await.map_err(ssr::failed)?;
     let new = NewCode {
         name: name.to_owned(),
         admin,
@@ -199,16 +199,21 @@ mod ssr {
         }
     }
 
-    /// The app state and the caller, if the caller is an admin; else 403.
+    /// The app state and the caller, if the caller is an admin; else 403. Without a
+    /// code the caller is admin only while no code exists, asked of the database now:
+    /// the first code may have just been made by the CLI or another instance.
     pub(super) async fn admin() -> Result<(AppState, Caller), ServerFnError> {
         let caller = super::super::access::caller().await?;
-        if !caller.is_admin() {
+        let state = expect_context::<AppState>();
+        let open_until_now =
+            matches!(caller, Caller::Open) && state.store.has_codes_now().await.map_err(failed)?;
+        if !caller.is_admin() || open_until_now {
             status(StatusCode::FORBIDDEN);
             return Err(ServerFnError::ServerError(
                 "需要管理员访问码才能管理访问码".into(),
             ));
         }
-        Ok((expect_context::<AppState>(), caller))
+        Ok((state, caller))
     }
 
     pub(super) fn bad_request(message: String) -> ServerFnError {

@@ -343,8 +343,9 @@ fn is_invalid_key_code(code: &str) -> bool {
     )
 }
 
-/// Bodies up to this size are parsed and counted on the async worker that received them
-/// (well under a millisecond); larger ones on the blocking pool.
+/// Bodies up to this size are parsed (and their prompt counted, if ever) on the async
+/// worker that received them (well under a millisecond); larger ones, and their count, on
+/// the blocking pool.
 const INLINE_BODY_BYTES: usize = 8 * 1024;
 
 /// Runs `work` on the blocking pool, at most (cores − 1) at once, so one core always stays

@@ -1,7 +1,8 @@
 //! Token estimates with tiktoken (o200k_base). Providers' own tokenizers differ a little,
 //! so a provider-reported `usage` always wins; the estimate is the fallback when a stream
-//! ends without one (interrupted, or a provider that does not report usage), and is
-//! always kept alongside for the logs.
+//! ends without one (interrupted, or a provider that does not report usage). The prompt
+//! is counted only when something needs the count (`ChatJob::prompt_tokens`); with DEBUG
+//! logs on, the completion is always counted, to compare.
 //!
 //! The encoder is built once per process (tiktoken-rs's singleton); building it costs
 //! far more than counting a page.

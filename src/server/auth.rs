@@ -5,7 +5,8 @@
 //! two-command start on loopback; `server::run` refuses a non-loopback address in that
 //! state unless the deployer opts out. Whether one exists is remembered
 //! (`Store::has_codes`): the first code closes the server at once when made here, within
-//! a second when made by the CLI or another instance.
+//! a second when made by the CLI or another instance — except code management, which
+//! asks the database again before it trusts an open caller (`app::admin`).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};

@@ -343,13 +343,8 @@ async fn linger(mut stream: TcpStream, limit: Duration) {
     let mut sink = [0u8; 8192];
     // Most often the client has closed already (that is what ended the connection): its
     // end of input is here, and no timer is needed.
-    loop {
-        match stream.try_read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-            Err(_) => return,
-        }
+    if matches!(stream.try_read(&mut sink), Ok(0)) {
+        return;
     }
     let _ = timeout(limit, async {
         while let Ok(1..) = stream.read(&mut sink).await {}

@@ -208,9 +208,18 @@ impl Store {
     /// Whether any code exists (if none does, the lead's server may run open). Asks the
     /// database only when this process does not know ([`CodesSeen`]).
     pub async fn has_codes(&self) -> Result<bool, StoreError> {
+        match self.inner.codes.known(Instant::now()) {
+            Some(known) => Ok(known),
+            None => self.has_codes_now().await,
+        }
+    }
+
+    /// [`Store::has_codes`] asked of the database even when "none yet" is remembered:
+    /// for what an open server lets anyone do as its admin, where a second is too long.
+    pub async fn has_codes_now(&self) -> Result<bool, StoreError> {
         let asked = Instant::now();
-        if let Some(known) = self.inner.codes.known(asked) {
-            return Ok(known);
+        if self.inner.codes.known(asked) == Some(true) {
+            return Ok(true);
         }
         let row = sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM access_codes LIMIT 1) t")
             .fetch_one(self.read_pool())
@@ -366,4 +375,24 @@ pub(crate) fn code_info(row: &AnyRow) -> Result<CodeInfo, StoreError> {
         revoked_at: col(row, "revoked_at")?,
         last_used_at: col(row, "last_used_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn none_yet_is_believed_for_a_second_and_yes_for_good() {
+        let seen = CodesSeen::default();
+        let t0 = Instant::now();
+        assert_eq!(seen.known(t0), None, "nothing known before the first ask");
+        seen.saw(false, t0);
+        assert_eq!(seen.known(t0 + NO_CODES_RECHECK / 2), Some(false));
+        assert_eq!(seen.known(t0 + NO_CODES_RECHECK), None, "asked again");
+        seen.saw(true, t0 + NO_CODES_RECHECK);
+        assert_eq!(seen.known(t0 + NO_CODES_RECHECK * 1000), Some(true));
+        // A late "none" (asked before the code existed) does not undo a yes.
+        seen.saw(false, t0 + NO_CODES_RECHECK * 2);
+        assert_eq!(seen.known(t0 + NO_CODES_RECHECK * 2), Some(true));
+    }
 }

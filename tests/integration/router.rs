@@ -7,7 +7,7 @@ use tower::ServiceExt;
 
 use streamai::server::routes::router;
 
-use crate::support::state;
+use crate::support::{leptos_options, llm_config, state, test_store_and_url};
 
 async fn send(app: axum::Router, request: Request<Body>) -> (StatusCode, String) {
     let response = app.oneshot(request).await.unwrap();
@@ -66,4 +66,34 @@ async fn unknown_path_is_404() {
     let (status, html) = send(router(state(&[]).await), get("/no-such-page")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains("页面不存在"));
+}
+
+/// While no code exists anyone may manage codes; that ends the moment a code exists, even
+/// one made by another process (the CLI) while this server still remembers "none yet".
+#[tokio::test]
+async fn a_first_code_made_elsewhere_ends_the_open_admin_at_once() {
+    let (store, url) = test_store_and_url().await;
+    let state = streamai::server::AppState::new(leptos_options(), llm_config(&[]), store)
+        .expect("HTTP client builds");
+    let app = router(state);
+    let list = || {
+        Request::post("/api/admin/list_codes")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let (status, body) = send(app.clone(), list()).await;
+    assert_eq!(status, StatusCode::OK, "open: {body}");
+
+    let cli = streamai::store::Store::connect(&url).await.unwrap();
+    let first = streamai::store::NewCode {
+        name: "管理员".into(),
+        admin: true,
+        limits: Default::default(),
+    };
+    cli.create_code(first, streamai::store::unix_now())
+        .await
+        .unwrap();
+    let (status, body) = send(app, list()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

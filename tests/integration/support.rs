@@ -30,15 +30,20 @@ pub async fn state_with(llm: LlmConfig) -> AppState {
 
 /// A fresh SQLite database in a temporary file.
 pub async fn test_store() -> Store {
+    test_store_and_url().await.0
+}
+
+/// [`test_store`], and its URL, for a second `Store` on it (another process's view).
+pub async fn test_store_and_url() -> (Store, String) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("streamai-it-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(format!("{n}.db"));
     let _ = std::fs::remove_file(&path);
-    Store::connect(&sqlite_url(&path))
-        .await
-        .expect("the test database opens")
+    let url = sqlite_url(&path);
+    let store = Store::connect(&url).await.expect("the test database opens");
+    (store, url)
 }
 
 pub fn leptos_options() -> leptos::config::LeptosOptions {
