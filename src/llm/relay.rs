@@ -9,6 +9,7 @@
 //! provider connection, and logs the partial usage.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -868,8 +869,12 @@ pub fn chat_id() -> String {
         .map_or(0, |d| d.as_millis());
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("chat-{ms:x}-{random}")
+    let mut id = format!("chat-{ms:x}-");
+    for b in bytes {
+        // Writing into a String cannot fail.
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 #[cfg(test)]
@@ -902,6 +907,16 @@ mod tests {
             prompt_count: 7.into(),
             continued: None,
         }
+    }
+
+    #[test]
+    fn chat_ids_are_unguessable_hex() {
+        let (a, b) = (chat_id(), chat_id());
+        assert_ne!(a, b);
+        let random = a.rsplit('-').next().unwrap();
+        assert!(a.starts_with("chat-") && a.split('-').count() == 3, "{a}");
+        assert_eq!(random.len(), 32, "{a}");
+        assert!(random.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]
