@@ -916,7 +916,9 @@ mod tests {
         let random = a.rsplit('-').next().unwrap();
         assert!(a.starts_with("chat-") && a.split('-').count() == 3, "{a}");
         assert_eq!(random.len(), 32, "{a}");
-        assert!(random.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(random
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]

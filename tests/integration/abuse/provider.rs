@@ -25,23 +25,33 @@ async fn over_each_protocol(extra: &[(&str, &str)]) -> Vec<(&'static str, Harnes
     servers
 }
 
-/// The next answer is whole, and every request went over `http`.
+/// The next answer is whole, and every request went over `http`: over HTTP/2 on the one
+/// connection, each fault having cut only its own stream.
 async fn still_serves(h: &Harness, http: &str) {
     let streamed = h.ask("after the fault [[fake:deepseek]]").await;
     streamed.assert_well_formed();
     assert_eq!(streamed.text(), ANSWER);
-    assert!(h.fake.records().iter().all(|r| r.http == http), "{http}");
+    let records = h.fake.records();
+    assert!(records.iter().all(|r| r.http == http), "{http}");
+    if http == "HTTP/2.0" {
+        let ports: std::collections::BTreeSet<_> = records.iter().map(|r| r.client_port).collect();
+        assert_eq!(
+            ports.len(),
+            1,
+            "one connection for every request: {ports:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn an_oversized_line_or_event_is_a_protocol_error() {
     for (http, h) in over_each_protocol(&[]).await {
-        oversized_line_or_event(&h).await;
+        oversized_line_or_event(&h, http).await;
         still_serves(&h, http).await;
     }
 }
 
-async fn oversized_line_or_event(h: &Harness) {
+async fn oversized_line_or_event(h: &Harness, http: &str) {
     for marker in [
         "hugeline=2000000",
         "hugeline=1100000 huge_after=3",
@@ -51,10 +61,16 @@ async fn oversized_line_or_event(h: &Harness) {
         let streamed = h.ask(&format!("{marker} [[fake:openai {marker}]]")).await;
         streamed.assert_well_formed();
         let Failed { code, message, .. } = streamed.error();
-        assert_eq!(code, ErrorCode::Protocol, "{marker}: {message}");
-        assert!(message.contains("1024 KiB"), "{message}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{marker}");
-        assert!(streamed.retries().is_empty(), "{marker}: not retried");
+        assert_eq!(code, ErrorCode::Protocol, "{http} {marker}: {message}");
+        assert!(message.contains("1024 KiB"), "{http}: {message}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{http} {marker}"
+        );
+        assert!(
+            streamed.retries().is_empty(),
+            "{http} {marker}: not retried"
+        );
     }
 }
 
@@ -65,7 +81,7 @@ async fn an_oversized_error_body_is_a_protocol_error() {
         streamed.assert_well_formed();
         let Failed { code, message, .. } = streamed.error();
         assert_eq!(code, ErrorCode::Protocol, "{http}: {message}");
-        assert!(message.contains("64 KiB"), "{message}");
+        assert!(message.contains("64 KiB"), "{http}: {message}");
         assert!(!streamed.raw.contains(KEY));
         still_serves(&h, http).await;
     }
@@ -120,7 +136,7 @@ async fn an_answer_longer_than_the_cap_is_ended() {
         streamed.assert_well_formed();
         let Failed { code, message, .. } = streamed.error();
         assert_eq!(code, ErrorCode::Timeout, "{http}: {message}");
-        assert!(message.contains("1 秒"), "{message}");
+        assert!(message.contains("1 秒"), "{http}: {message}");
         assert!(!streamed.text().is_empty(), "the text sent so far stays");
         assert!(started.elapsed() < Duration::from_secs(3));
         still_serves(&h, http).await;
