@@ -33,18 +33,21 @@ const ROLE_TOKENS: u32 = 1;
 /// Tokens of a chat prompt, as OpenAI's cookbook counts them: 4 per message for the
 /// framing, plus the role and the content, plus 2 to prime the reply.
 pub fn count_prompt(messages: &[ChatMessage]) -> u32 {
-    let framing = messages
-        .iter()
-        .map(|m| (4 + ROLE_TOKENS).saturating_add(count_text(&m.content)));
-    framing.fold(2u32, u32::saturating_add)
+    framed(messages, count_text)
 }
 
 /// At least [`count_prompt`], without the encoder: each token stands for one byte or more.
 pub fn prompt_bound(messages: &[ChatMessage]) -> u32 {
-    let framing = messages.iter().map(|m| {
-        let content = u32::try_from(m.content.len()).unwrap_or(u32::MAX);
-        (4 + ROLE_TOKENS).saturating_add(content)
-    });
+    framed(messages, |content| {
+        u32::try_from(content.len()).unwrap_or(u32::MAX)
+    })
+}
+
+/// The prompt's framing around each message's content, counted by `content_tokens`.
+fn framed(messages: &[ChatMessage], content_tokens: impl Fn(&str) -> u32) -> u32 {
+    let framing = messages
+        .iter()
+        .map(|m| (4 + ROLE_TOKENS).saturating_add(content_tokens(&m.content)));
     framing.fold(2u32, u32::saturating_add)
 }
 
