@@ -34,8 +34,8 @@ pub struct LlmClient {
     rings: HashMap<String, KeyRing>,
     /// Key rests shared with other instances (`REDIS_URL`).
     shared: std::sync::OnceLock<SharedRests>,
-    /// `{base_url}/chat/completions` by base URL, parsed once ([`LlmClient::endpoint`]).
-    endpoints: std::sync::Mutex<HashMap<String, reqwest::Url>>,
+    /// Each provider's `{base_url}/chat/completions`, parsed once: by base URL.
+    endpoints: HashMap<String, reqwest::Url>,
 }
 
 /// A provider stream that has produced its first text (or finished without any); the
@@ -64,12 +64,21 @@ impl LlmClient {
             .iter()
             .map(|p| (p.id.clone(), KeyRing::named(&p.id, p.keys.clone())))
             .collect();
+        // A base URL that does not parse is left to reqwest, which reports it per request.
+        let endpoints = config
+            .providers
+            .iter()
+            .filter_map(|p| {
+                let url = reqwest::Url::parse(&endpoint_of(&p.base_url)).ok()?;
+                Some((p.base_url.clone(), url))
+            })
+            .collect();
         Ok(LlmClient {
             lanes,
             config,
             rings,
             shared: std::sync::OnceLock::new(),
-            endpoints: Default::default(),
+            endpoints,
         })
     }
 
@@ -125,22 +134,6 @@ impl LlmClient {
             job.prompt_tokens();
         }
         request::fit_context(job)
-    }
-
-    /// `{base_url}/chat/completions`, parsed once per base URL (a provider's, or its beta
-    /// URL for prefix completion): parsing it was 2 % of an answer's setup. `None` if it
-    /// does not parse. Base URLs come from the configuration, so the map stays small.
-    fn endpoint(&self, base_url: &str) -> Option<reqwest::Url> {
-        let mut endpoints = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(url) = endpoints.get(base_url) {
-            return Some(url.clone());
-        }
-        let url = reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok()?;
-        endpoints.insert(base_url.to_owned(), url.clone());
-        Some(url)
     }
 
     /// An error as the user and the logs may see it: any configured key of `provider`
@@ -223,10 +216,11 @@ impl LlmClient {
         let (http, lease) = self.lanes[&job.provider]
             .lease()
             .map_err(|err| LlmError::Connect(describe(&err)))?;
-        let request = match self.endpoint(&job.base_url) {
-            Some(url) => http.post(url),
-            // reqwest reports what is wrong with it.
-            None => http.post(format!("{}/chat/completions", job.base_url)),
+        // A provider's endpoint was parsed at start (parsing it per request was 2 % of an
+        // answer's setup); another base URL (the beta one of a prefix continuation), here.
+        let request = match self.endpoints.get(&job.base_url) {
+            Some(url) => http.post(url.clone()),
+            None => http.post(endpoint_of(&job.base_url)),
         };
         let send = request.bearer_auth(ring.secret(key)).json(&body).send();
         let response = match timeout_at(deadline, send).await {
@@ -361,6 +355,11 @@ fn is_invalid_key_code(code: &str) -> bool {
         code.as_str(),
         "invalidapikey" | "invalidkey" | "authenticationerror"
     )
+}
+
+/// Where a provider at `base_url` takes chats.
+fn endpoint_of(base_url: &str) -> String {
+    format!("{base_url}/chat/completions")
 }
 
 /// Bodies up to this size are parsed (and their prompt counted, if ever) on the async
