@@ -18,9 +18,9 @@ use std::time::Duration;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 
@@ -143,17 +143,24 @@ fn truncate(text: &str) -> String {
 fn events(state: &AppState, reader: Reader) -> Response {
     let keep_alive = state.llm.config().limits.keep_alive;
     let events = kept_alive(reader, keep_alive).map(Ok::<_, Infallible>);
-    let mut response = Sse::new(events).into_response();
+    let mut response = Body::from_stream(events).into_response();
     let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
-/// The reader's frames as events, with a `: keep-alive` comment whenever `interval`
-/// passes without an event, on one timer per response ([`IdleTimer`]: axum's own
+/// The comment sent when nothing else has been for a while.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// The reader's events (rendered when logged), with a `: keep-alive` comment whenever
+/// `interval` passes without one, on one timer per response ([`IdleTimer`]: axum's own
 /// keep-alive re-arms its timer on every event).
-fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Event> + Send {
+fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Bytes> + Send {
     struct State {
         reader: Reader,
         waiting: std::vec::IntoIter<Logged>,
@@ -167,10 +174,7 @@ fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Event> +
     futures::stream::unfold(state, move |mut state| async move {
         loop {
             if let Some(frame) = state.waiting.next() {
-                let event = Event::default()
-                    .id(frame.index.to_string())
-                    .data(&*frame.data);
-                return Some((event, state));
+                return Some((frame.event(), state));
             }
             tokio::select! {
                 biased;
@@ -180,7 +184,7 @@ fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Event> +
                 }
                 () = state.quiet.idle(interval) => {
                     state.quiet.active();
-                    return Some((Event::default().comment("keep-alive"), state));
+                    return Some((Bytes::from_static(KEEP_ALIVE), state));
                 }
             }
         }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit};
@@ -28,12 +29,53 @@ use crate::protocol::{ErrorCode, Frame};
 /// server, where anyone who may chat may).
 pub(crate) type Owner = Option<i64>;
 
-/// One frame of a log: its index (the SSE `id`) and its JSON.
+/// One frame of a log: its index (the SSE `id`) and its JSON, kept as the whole SSE
+/// event (`id: N\ndata: JSON\n\n`), rendered once however many readers send it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Logged {
     pub index: u64,
-    pub data: Arc<str>,
     pub terminal: bool,
+    event: Bytes,
+    /// Where the JSON starts in `event`.
+    data_at: usize,
+}
+
+impl Logged {
+    /// Frame `index` with the JSON of `write` (which must not write a line break: JSON
+    /// text from serde never does).
+    fn render(index: u64, terminal: bool, write: impl FnOnce(&mut Vec<u8>)) -> Logged {
+        use std::io::Write as _;
+        let mut event = Vec::with_capacity(96);
+        let _ = write!(event, "id: {index}\ndata: ");
+        let data_at = event.len();
+        write(&mut event);
+        event.extend_from_slice(b"\n\n");
+        Logged {
+            index,
+            terminal,
+            event: event.into(),
+            data_at,
+        }
+    }
+
+    /// Frame `index` whose JSON is `data` (one line).
+    pub(crate) fn new(index: u64, data: &str, terminal: bool) -> Logged {
+        Logged::render(index, terminal, |event| {
+            event.extend_from_slice(data.as_bytes())
+        })
+    }
+
+    /// The frame's JSON.
+    pub(crate) fn data(&self) -> &str {
+        let end = self.event.len().saturating_sub(2);
+        std::str::from_utf8(self.event.get(self.data_at..end).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The frame as an SSE event, ready to send.
+    pub(crate) fn event(&self) -> Bytes {
+        self.event.clone()
+    }
 }
 
 /// Frames in log order, in the batches they were read; ends after the terminal frame, or
@@ -301,12 +343,13 @@ async fn pump(
 }
 
 fn logged(index: u64, frame: &Frame) -> Logged {
-    let data = serde_json::to_string(frame).unwrap_or_else(|_| "{}".to_owned());
-    Logged {
-        index,
-        data: data.into(),
-        terminal: frame.is_terminal(),
-    }
+    Logged::render(index, frame.is_terminal(), |event| {
+        let at = event.len();
+        if serde_json::to_writer(&mut *event, frame).is_err() {
+            event.truncate(at);
+            event.extend_from_slice(b"{}");
+        }
+    })
 }
 
 /// The terminal frame of an answer whose relay vanished.
@@ -350,6 +393,22 @@ mod tests {
             relay: futures::future::ready(()).boxed(),
             frames: rx.boxed(),
         }
+    }
+
+    #[test]
+    fn a_frame_is_kept_as_its_sse_event_and_its_json() {
+        let frame = Frame::Chunk {
+            seq: 7,
+            content: "第一行\n第二行".into(),
+        };
+        let kept = logged(12, &frame);
+        let json = serde_json::to_string(&frame).unwrap();
+        assert!(!json.contains('\n'));
+        assert_eq!(kept.data(), json);
+        assert_eq!(kept.event(), format!("id: 12\ndata: {json}\n\n").as_bytes());
+        assert!(!kept.terminal);
+        // As read back from Redis: the same event.
+        assert_eq!(Logged::new(12, &json, false), kept);
     }
 
     fn chunk(seq: u64) -> Frame {
@@ -423,7 +482,7 @@ mod tests {
         let reader = streams.read("p", None, None).await.unwrap();
         let frames: Vec<Logged> = reader.flat_map(futures::stream::iter).collect().await;
         assert_eq!(frames.len(), 2, "{frames:?}");
-        assert!(frames[1].terminal && frames[1].data.contains("回答意外中断"));
+        assert!(frames[1].terminal && frames[1].data().contains("回答意外中断"));
     }
 
     #[tokio::test]

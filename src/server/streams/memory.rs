@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::{first_wanted, lock, LogLimits, Logged, Owner, Reader, StreamsError};
 
@@ -19,8 +19,9 @@ pub(super) struct Logs {
 pub(super) struct Log {
     owner: Owner,
     state: Mutex<State>,
-    /// Bumped on every append and at the end: wakes the readers.
-    grew: watch::Sender<()>,
+    /// Notified on every append and at the end: wakes the readers. (A `Notify`, not a
+    /// `watch`: a watch wakes through eight lists, a lock each, on every frame.)
+    grew: Notify,
     logs: Logs,
     id: String,
 }
@@ -50,7 +51,7 @@ impl Logs {
                 ended: false,
                 readers: 0,
             }),
-            grew: watch::channel(()).0,
+            grew: Notify::new(),
             logs: self.clone(),
             id: id.to_owned(),
         });
@@ -82,23 +83,11 @@ impl Logs {
             return Err(StreamsError::Trimmed);
         }
         let attached = Attached::new(log);
-        let wake = attached.0.grew.subscribe();
-        let reader = futures::stream::unfold(
-            (attached, wake, next),
-            |(attached, mut wake, next)| async move {
-                loop {
-                    wake.borrow_and_update();
-                    let (batch, ended) = attached.0.take(next)?;
-                    if let Some(last) = batch.last() {
-                        let next = last.index + 1;
-                        return Some((batch, (attached, wake, next)));
-                    }
-                    if ended || wake.changed().await.is_err() {
-                        return None;
-                    }
-                }
-            },
-        );
+        let reader = futures::stream::unfold((attached, next), |(attached, next)| async move {
+            let batch = attached.0.next_batch(next).await?;
+            let next = batch.last().map_or(next, |last| last.index + 1);
+            Some((batch, (attached, next)))
+        });
         Ok(reader.boxed())
     }
 }
@@ -117,7 +106,26 @@ impl Log {
                 state.first += 1;
             }
         }
-        self.grew.send_replace(());
+        self.grew.notify_waiters();
+    }
+
+    /// The next frames from index `next` on, once there are any; `None` after the end,
+    /// or if they are no longer kept.
+    async fn next_batch(&self, next: u64) -> Option<Vec<Logged>> {
+        loop {
+            // Registered before looking, so an append in between is not missed.
+            let grew = self.grew.notified();
+            tokio::pin!(grew);
+            grew.as_mut().enable();
+            let (batch, ended) = self.take(next)?;
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            if ended {
+                return None;
+            }
+            grew.await;
+        }
     }
 
     pub(super) fn is_read(&self) -> bool {
@@ -127,7 +135,7 @@ impl Log {
     /// The answer has ended: readers finish, and the log goes after `keep`.
     pub(super) fn end(self: Arc<Self>) {
         lock(&self.state).ended = true;
-        self.grew.send_replace(());
+        self.grew.notify_waiters();
         let keep = self.logs.limits.keep;
         tokio::spawn(async move {
             tokio::time::sleep(keep).await;

@@ -232,11 +232,11 @@ impl Reading {
                 .flat_map(|reply| reply.keys)
                 .flat_map(|key| key.ids)
                 .filter_map(|entry| {
-                    Some(Logged {
-                        index: index_of(&entry.id)?,
-                        data: entry.get::<String>("d")?.into(),
-                        terminal: entry.get::<String>("t").as_deref() == Some("1"),
-                    })
+                    Some(Logged::new(
+                        index_of(&entry.id)?,
+                        &entry.get::<String>("d")?,
+                        entry.get::<String>("t").as_deref() == Some("1"),
+                    ))
                 })
                 .collect();
             if let Some(last) = batch.last() {
@@ -305,7 +305,7 @@ impl Writer {
                 .arg(self.limits.max_frames)
                 .arg(format!("0-{}", frame.index + 1))
                 .arg("d")
-                .arg(&*frame.data)
+                .arg(frame.data())
                 .arg("t")
                 .arg(u8::from(frame.terminal))
                 .ignore();
