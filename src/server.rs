@@ -94,8 +94,8 @@ pub async fn run() -> Result<(), StartError> {
         .await
         .map_err(StartError::Demo)?;
     crate::llm::tokens::warm_up();
-    let mut state = AppState::new(leptos_options, llm, store.clone())?;
-    state.record_ledger = std::env::var("STREAMAI_LEDGER").map_or(true, |v| v.trim() != "off");
+    let mut state = AppState::new(leptos_options, llm, store.clone())?
+        .recording_ledger(std::env::var("STREAMAI_LEDGER").map_or(true, |v| v.trim() != "off"));
     if let Some(url) = std::env::var("REDIS_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())

@@ -10,10 +10,14 @@ use super::streams::{LogLimits, Streams};
 use crate::llm::{LlmClient, LlmConfig, Shutdown};
 use crate::store::{LedgerWriter, Store};
 
+/// One reference count to clone: the state is cloned for every extractor and every
+/// middleware layer of every request (a dozen counts each before).
 #[derive(Clone)]
-pub struct AppState {
-    /// Behind an `Arc`: the state is cloned for every extractor of every request, and
-    /// the options are a dozen reference counts and a `String`.
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+#[derive(Clone)]
+pub struct Shared {
     pub leptos_options: Arc<LeptosOptions>,
     pub llm: Arc<LlmClient>,
     /// Access codes, budgets and the ledger.
@@ -25,6 +29,14 @@ pub struct AppState {
     /// Where answers' frames are logged for their readers (memory, or Redis).
     pub(crate) streams: Streams,
     shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -43,7 +55,7 @@ impl AppState {
     ) -> Result<Self, reqwest::Error> {
         let (shutdown, _) = watch::channel(false);
         let streams = Streams::memory(LogLimits::from(&llm.limits));
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             streams,
             leptos_options: Arc::new(leptos_options),
             llm: Arc::new(LlmClient::new(Arc::new(llm))?),
@@ -51,18 +63,29 @@ impl AppState {
             record_ledger: true,
             store,
             shutdown: Arc::new(shutdown),
-        })
+        })))
     }
 
     /// Logs answers in the Redis at `url`, where every instance naming it reads them,
     /// and shares key rests (429 cooldowns, parked keys) there.
-    pub async fn with_redis(mut self, url: &str) -> Result<Self, String> {
+    pub async fn with_redis(self, url: &str) -> Result<Self, String> {
         let limits = LogLimits::from(&self.llm.config().limits);
-        self.streams = Streams::redis(url, limits)
+        let streams = Streams::redis(url, limits)
             .await
             .map_err(|e| e.to_string())?;
         self.llm.share_rests(url).await.map_err(|e| e.to_string())?;
-        Ok(self)
+        Ok(self.edit(|shared| shared.streams = streams))
+    }
+
+    /// Whether chats leave ledger rows (`false`: `STREAMAI_LEDGER=off`, benchmarks only).
+    pub fn recording_ledger(self, record: bool) -> Self {
+        self.edit(|shared| shared.record_ledger = record)
+    }
+
+    /// Changes the state while it is being set up (a copy if it is already shared).
+    fn edit(mut self, change: impl FnOnce(&mut Shared)) -> Self {
+        change(Arc::make_mut(&mut self.0));
+        self
     }
 
     /// A receiver that flips when the server begins to shut down.
