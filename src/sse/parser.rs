@@ -172,7 +172,7 @@ impl Parser {
     }
 
     fn scan(&mut self, mut bytes: &[u8], out: &mut Vec<Event>) {
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) {
             let (head, rest) = bytes.split_at(end);
             let terminator_len = match rest {
                 [b'\r', b'\n', ..] => 2,
@@ -218,7 +218,7 @@ impl Parser {
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(colon) => {
                 let value = &line[colon + 1..];
                 (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
