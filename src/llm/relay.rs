@@ -9,7 +9,6 @@
 //! provider connection, and logs the partial usage.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -869,12 +868,7 @@ pub fn chat_id() -> String {
         .map_or(0, |d| d.as_millis());
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    let mut id = format!("chat-{ms:x}-");
-    for b in bytes {
-        // Writing into a String cannot fail.
-        let _ = write!(id, "{b:02x}");
-    }
-    id
+    format!("chat-{ms:x}-{:032x}", u128::from_be_bytes(bytes))
 }
 
 #[cfg(test)]
