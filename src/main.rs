@@ -25,7 +25,9 @@ fn main() -> std::process::ExitCode {
 #[allow(unsafe_code)] // the one call into libc; the crate denies unsafe code elsewhere
 fn without_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    // The arguments are `unsigned long`s (prctl is variadic), and the last three must be 0.
+    let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused) };
 }
 
 #[cfg(all(feature = "ssr", not(target_os = "linux")))]

@@ -60,6 +60,7 @@ impl Logged {
 
     /// Frame `index` whose JSON is `data` (one line).
     pub(crate) fn new(index: u64, data: &str, terminal: bool) -> Logged {
+        debug_assert!(!data.contains(['\n', '\r']), "one line of JSON: {data}");
         Logged::render(index, terminal, |event| {
             event.extend_from_slice(data.as_bytes())
         })
