@@ -270,7 +270,6 @@ pub struct Completion {
 #[server(prefix = "/api", endpoint = "chat", input = server_fn::codec::Json, client = crate::app::access::BearerClient)]
 pub async fn chat(request: ChatRequest) -> Result<Completion, ServerFnError> {
     use crate::protocol::Frame;
-    use futures::StreamExt;
     use leptos_axum::ResponseOptions;
 
     let state = expect_context::<crate::server::AppState>();

@@ -32,5 +32,5 @@ pub mod wire;
 pub use client::{LlmClient, Shutdown};
 pub use config::LlmConfig;
 pub use error::LlmError;
-pub use relay::{chat_id, Control, Ended, FrameStream, Prepared, Report, STOPPED};
+pub use relay::{chat_id, Control, Ended, FrameStream, Frames, Prepared, Report, STOPPED};
 pub use request::ChatJob;

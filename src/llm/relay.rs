@@ -12,9 +12,10 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio::sync::mpsc::error::{SendTimeoutError, TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::field::Empty;
@@ -39,7 +40,35 @@ pub type FrameStream = BoxStream<'static, Frame>;
 
 /// The relay's end of its frame channel. Frames travel boxed: a channel allocates its
 /// slots 32 at a time, and 32 boxes take 256 bytes where 32 frames took 5 KiB per chat.
-type FrameTx = mpsc::Sender<Box<Frame>>;
+pub(crate) type FrameTx = mpsc::Sender<Box<Frame>>;
+
+/// The reading end of a chat's frames.
+pub struct Frames(mpsc::Receiver<Box<Frame>>);
+
+impl Frames {
+    /// A frame channel: the relay's end and the reader's.
+    pub(crate) fn channel() -> (FrameTx, Frames) {
+        let (tx, rx) = mpsc::channel(64);
+        (tx, Frames(rx))
+    }
+
+    /// The next frame, once it is sent; `None` after the last.
+    pub async fn next(&mut self) -> Option<Frame> {
+        self.0.recv().await.map(|frame| *frame)
+    }
+
+    /// A frame sent already, or `Pending` without asking to be woken: for a reader that
+    /// polls in the relay's own task, right after the relay (`server::streams`), where
+    /// waking for each frame would make the task poll itself again per chunk.
+    /// `Ready(None)` once the relay has ended and every frame was taken.
+    pub fn poll_sent(&mut self) -> Poll<Option<Frame>> {
+        match self.0.try_recv() {
+            Ok(frame) => Poll::Ready(Some(*frame)),
+            Err(TryRecvError::Empty) => Poll::Pending,
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+        }
+    }
+}
 
 /// What one chat cost and how it ended: sent once, when it ends, for the ledger and the
 /// budget. The same numbers as the terminal frame (or, for a browser that went away, as
@@ -107,7 +136,10 @@ impl LlmClient {
     ) -> (FrameStream, oneshot::Receiver<Report>) {
         let (prepared, report) = self.prepare(job, control);
         tokio::spawn(prepared.relay);
-        (prepared.frames, report)
+        let frames = futures::stream::unfold(prepared.frames, |mut frames| async move {
+            frames.next().await.map(|frame| (frame, frames))
+        });
+        (frames.boxed(), report)
     }
 
     /// [`Self::stream_reported`] without its task: the caller drives `relay`.
@@ -116,26 +148,21 @@ impl LlmClient {
         job: ChatJob,
         control: Control,
     ) -> (Prepared, oneshot::Receiver<Report>) {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, frames) = Frames::channel();
         let (report_tx, report_rx) = oneshot::channel();
         let relay = run(self.clone(), job, tx, report_tx, control).boxed();
-        let frames = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|frame| (*frame, rx))
-        });
-        let prepared = Prepared {
-            relay,
-            frames: frames.boxed(),
-        };
+        let prepared = Prepared { relay, frames };
         (prepared, report_rx)
     }
 }
 
 /// A chat whose `relay` produces `frames`. Whoever holds it drives `relay`: in its own
-/// task, or in the task that reads the frames (`server::streams`), so that a chunk is
-/// not handed from one task to another on its way to the log.
+/// task, or in the task that reads the frames (`server::streams`, which polls the relay
+/// and then takes what it sent with [`Frames::poll_sent`]), so that a chunk is not
+/// handed from one task to another on its way to the log.
 pub struct Prepared {
     pub relay: BoxFuture<'static, ()>,
-    pub frames: FrameStream,
+    pub frames: Frames,
 }
 
 /// Runs one chat to its end, sending frames to `tx` and its report to `report`.

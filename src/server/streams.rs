@@ -12,17 +12,21 @@ mod memory;
 mod redis;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::FusedFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::llm::config::Limits;
-use crate::llm::{FrameStream, Prepared};
+use crate::llm::{Frames, Prepared};
 use crate::protocol::{ErrorCode, Frame};
 
 /// Who may read and stop an answer: the access code that started it (`None`: the open
@@ -194,7 +198,7 @@ impl Streams {
         let relay = std::panic::AssertUnwindSafe(relay).catch_unwind();
         tokio::spawn(async move {
             let pump = pump(writer, frames, &stop, streams.limits.idle_reader);
-            let _ = tokio::join!(relay, pump);
+            relay_then(relay.map(drop), pump).await;
             lock(&streams.running).remove(&id);
             drop(slot);
         });
@@ -231,6 +235,27 @@ impl Streams {
             },
         }
     }
+}
+
+/// Runs `relay` and `pump` to their ends in one task, polling the relay first each time,
+/// so the pump finds what the relay just sent ([`Frames::poll_sent`]): a chunk costs one
+/// poll of the task, where a channel's wake-up for each frame made it two.
+async fn relay_then(relay: impl Future<Output = ()>, pump: impl Future<Output = ()>) {
+    let mut relay = pin!(relay.fuse());
+    let mut pump = pin!(pump.fuse());
+    std::future::poll_fn(|cx| {
+        if !relay.is_terminated() {
+            let _ = relay.as_mut().poll(cx);
+        }
+        if !pump.is_terminated() {
+            let _ = pump.as_mut().poll(cx);
+        }
+        match relay.is_terminated() && pump.is_terminated() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    })
+    .await;
 }
 
 /// Where one answer's frames are written.
@@ -290,20 +315,16 @@ impl Writer {
 const BATCH: usize = 256;
 
 /// Moves the answer's frames into its log until the terminal frame; stops the answer
-/// when a stop is asked for elsewhere or nobody has read it for `idle`.
-async fn pump(
-    mut writer: Writer,
-    mut frames: FrameStream,
-    stop: &watch::Sender<bool>,
-    idle: Duration,
-) {
+/// when a stop is asked for elsewhere or nobody has read it for `idle`. Polled right after
+/// the relay (`relay_then`): frames are taken as sent, not waited for.
+async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>, idle: Duration) {
     let mut index = 0u64;
     let mut tick = tokio::time::interval(writer.every(idle));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unread_since: Option<Instant> = None;
     loop {
         tokio::select! {
-            frame = frames.next() => {
+            frame = std::future::poll_fn(|_| frames.poll_sent()) => {
                 let mut batch = Vec::new();
                 let mut next = frame;
                 while let Some(frame) = next {
@@ -312,7 +333,10 @@ async fn pump(
                     if frame.is_terminal() || batch.len() == BATCH {
                         break;
                     }
-                    next = frames.next().now_or_never().flatten();
+                    next = match frames.poll_sent() {
+                        Poll::Ready(next) => next,
+                        Poll::Pending => None,
+                    };
                 }
                 let ended = batch.last().is_none_or(|f| f.terminal);
                 if batch.last().is_none() {
@@ -378,6 +402,7 @@ fn first_wanted(after: Option<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
 
     fn limits() -> LogLimits {
         LogLimits {
@@ -388,11 +413,20 @@ mod tests {
         }
     }
 
-    /// A chat whose frames come from `rx` (the test sends them), with nothing to drive.
+    /// A chat whose relay passes on the frames of `rx` (the test sends them).
     fn chat(rx: impl futures::Stream<Item = Frame> + Send + 'static) -> Prepared {
+        let (tx, frames) = Frames::channel();
+        let relay = async move {
+            let mut rx = pin!(rx);
+            while let Some(frame) = rx.next().await {
+                if tx.send(Box::new(frame)).await.is_err() {
+                    break;
+                }
+            }
+        };
         Prepared {
-            relay: futures::future::ready(()).boxed(),
-            frames: rx.boxed(),
+            relay: relay.boxed(),
+            frames,
         }
     }
 
@@ -465,16 +499,16 @@ mod tests {
     #[tokio::test]
     async fn a_relay_that_panics_still_ends_its_readers() {
         let streams = Streams::memory(limits());
-        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (tx, frames) = Frames::channel();
         let (stop, _) = watch::channel(false);
         let relay = async move {
-            tx.unbounded_send(chunk(0)).unwrap();
+            tx.send(Box::new(chunk(0))).await.unwrap();
             tokio::task::yield_now().await;
             panic!("a bug in the relay");
         };
         let prepared = Prepared {
             relay: relay.boxed(),
-            frames: rx.boxed(),
+            frames,
         };
         streams
             .run("p".into(), None, prepared, stop, None)
