@@ -521,6 +521,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_burst_beyond_the_channel_reaches_the_log_at_once_whole_and_in_order() {
+        // More frames at once than the relay's channel holds (64): the relay waits on a
+        // full channel and is woken as the pump, polled after it, drains it. Sent once
+        // the answer's task has settled, so no timer of the pump's polls it meanwhile.
+        let streams = Streams::memory(LogLimits {
+            max_frames: 1_000,
+            ..limits()
+        });
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (stop, _) = watch::channel(false);
+        streams
+            .run("burst".into(), None, chat(rx), stop, None)
+            .await
+            .unwrap();
+        let reader = streams.read("burst", None, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for seq in 0..300 {
+            tx.unbounded_send(chunk(seq)).unwrap();
+        }
+        tx.unbounded_send(done()).unwrap();
+        // Well inside the pump's next look at its readers (5 s), which would poll the task.
+        let frames: Vec<Logged> = tokio::time::timeout(
+            Duration::from_secs(2),
+            reader.flat_map(futures::stream::iter).collect(),
+        )
+        .await
+        .expect("every frame arrives without another wake-up");
+        let indexes: Vec<u64> = frames.iter().map(|f| f.index).collect();
+        assert_eq!(indexes, (0..=300).collect::<Vec<u64>>());
+        assert!(frames[299].data().contains(r#""seq":299"#));
+        assert!(frames[300].terminal);
+    }
+
+    #[tokio::test]
     async fn frames_beyond_the_cap_are_trimmed_and_a_resume_before_them_refused() {
         let streams = Streams::memory(limits());
         let (tx, rx) = futures::channel::mpsc::unbounded();
