@@ -402,6 +402,7 @@ fn first_wanted(after: Option<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::channel::mpsc::UnboundedSender;
     use futures::StreamExt;
 
     fn limits() -> LogLimits {
@@ -446,6 +447,17 @@ mod tests {
         assert_eq!(Logged::new(12, &json, false), kept);
     }
 
+    /// Answer `id` of the open start running in `streams`, fed with what the test sends.
+    async fn started(streams: &Streams, id: &str) -> UnboundedSender<Frame> {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (stop, _) = watch::channel(false);
+        streams
+            .run(id.into(), None, chat(rx), stop, None)
+            .await
+            .unwrap();
+        tx
+    }
+
     fn chunk(seq: u64) -> Frame {
         Frame::Chunk {
             seq,
@@ -471,12 +483,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_gets_every_frame_after_n_then_live_to_the_end() {
         let streams = Streams::memory(limits());
-        let (tx, rx) = futures::channel::mpsc::unbounded();
-        let (stop, _) = watch::channel(false);
-        streams
-            .run("a".into(), None, chat(rx), stop, None)
-            .await
-            .unwrap();
+        let tx = started(&streams, "a").await;
         for seq in 0..5 {
             tx.unbounded_send(chunk(seq)).unwrap();
         }
@@ -529,12 +536,7 @@ mod tests {
             max_frames: 1_000,
             ..limits()
         });
-        let (tx, rx) = futures::channel::mpsc::unbounded();
-        let (stop, _) = watch::channel(false);
-        streams
-            .run("burst".into(), None, chat(rx), stop, None)
-            .await
-            .unwrap();
+        let tx = started(&streams, "burst").await;
         let reader = streams.read("burst", None, None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         for seq in 0..300 {
@@ -557,12 +559,7 @@ mod tests {
     #[tokio::test]
     async fn frames_beyond_the_cap_are_trimmed_and_a_resume_before_them_refused() {
         let streams = Streams::memory(limits());
-        let (tx, rx) = futures::channel::mpsc::unbounded();
-        let (stop, _) = watch::channel(false);
-        streams
-            .run("b".into(), None, chat(rx), stop, None)
-            .await
-            .unwrap();
+        let tx = started(&streams, "b").await;
         for seq in 0..40 {
             tx.unbounded_send(chunk(seq)).unwrap();
         }
