@@ -166,6 +166,7 @@ pub async fn open_store() -> Result<crate::store::Store, StartError> {
         retention_days,
         ..Maintenance::default()
     });
+    store.watch_codes(crate::store::codes::NO_CODES_RECHECK / 2);
     Ok(store)
 }
 

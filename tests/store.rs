@@ -725,6 +725,40 @@ async fn whether_codes_exist_is_remembered() {
     .await;
 }
 
+/// The server's watch keeps "none yet" fresh, so a request past the second does not ask
+/// the database (here: closed, so asking would fail), and it sees a code made elsewhere
+/// (the CLI, another instance) and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_answers_for_the_database_until_a_code_exists() {
+    on_every_engine(async |engine: &Engine| {
+        let (server, creates, watched) = (
+            engine.store().await,
+            engine.store().await,
+            engine.store().await,
+        );
+        let watch = server.watch_codes(Duration::from_millis(100));
+        // Past the second "none yet" is believed without the watch.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        server.close().await;
+        assert!(!server.has_codes().await.expect("answered from memory"));
+        watch.abort();
+
+        let watch = watched.watch_codes(Duration::from_millis(100));
+        creates
+            .create_code(new_code("first", Limits::default()), NOON)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), watch)
+            .await
+            .expect("the watch saw the code and ended")
+            .unwrap();
+        watched.close().await;
+        assert!(watched.has_codes().await.unwrap(), "yes is kept");
+        creates.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_are_shown_once_and_stored_hashed() {
     on_every_engine(async |engine: &Engine| {

@@ -27,7 +27,8 @@ pub(crate) const NO_CODES_RECHECK: Duration = Duration::from_secs(1);
 /// [`NO_CODES_RECHECK`]: a code created by another process (the CLI, another instance)
 /// closes this one within a second, and one created through this process at once. A
 /// request that arrives in that second is one that a second earlier would have been served
-/// anyway, by a server that was open on purpose.
+/// anyway, by a server that was open on purpose. The server keeps "none yet" fresh in the
+/// background ([`Store::watch_codes`]), so its requests do not ask.
 #[derive(Debug, Default)]
 pub(crate) struct CodesSeen {
     exist: AtomicBool,
@@ -212,6 +213,27 @@ impl Store {
             Some(known) => Ok(known),
             None => self.has_codes_now().await,
         }
+    }
+
+    /// While no code exists, asks the database every `every` (half of [`NO_CODES_RECHECK`]
+    /// in the server), so that the open start's requests find the answer in memory rather
+    /// than each waiting on the database, which was a third of the time a chat request took
+    /// to reach the provider. Ends once a code exists: then the answer is yes for good.
+    /// An error is left for the next request to meet (it asks, as without the watch).
+    pub fn watch_codes(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match store.has_codes_now().await {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(err) => tracing::debug!("asking whether codes exist failed: {err}"),
+                }
+            }
+        })
     }
 
     /// [`Store::has_codes`] asked of the database even when "none yet" is remembered:
