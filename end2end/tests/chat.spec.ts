@@ -180,6 +180,55 @@ test("without the renderer's chunk an answer is still shown whole, as text", asy
   expect(errors.filter((e) => e !== "Failed to fetch")).toEqual([]);
 });
 
+// A network blip while the renderer's chunk is fetched costs the answer its markdown, not
+// the rest of the page's life: the fetch is tried again, and later answers are markdown.
+test("a failed fetch of the renderer is tried again; later answers are markdown", async ({ page }) => {
+  // The first fetch fails; the next waits until the first answer has been looked at.
+  let fetches = 0;
+  let release = () => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  await page.route(/split_markdown\.wasm$/, async (route) => {
+    if (++fetches === 1) return route.abort();
+    await released;
+    return route.continue();
+  });
+  const errors = collectErrors(page);
+  await openChat(page);
+  await ask(page, "第一次渲染 [[fake:deepseek]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  const first = lastAnswer(page).getByTestId("answer-text");
+  await expect(first).toContainText("```rust");
+  await expect(first.locator("pre code")).toHaveCount(0);
+  // Tried again a second after the failure.
+  await expect.poll(() => fetches, { timeout: 5_000 }).toBe(2);
+  const loaded = page.waitForEvent("requestfinished", (r) => /split_markdown\.wasm$/.test(r.url()));
+  release();
+  await loaded;
+
+  await ask(page, "第二次渲染 [[fake:deepseek]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  const second = lastAnswer(page).getByTestId("answer-text");
+  await expect(second.locator("pre code")).toHaveCount(1);
+  await expect(second).not.toContainText("```");
+  const saved = await savedMessages(page);
+  expect(saved.at(-1)?.content).toBe(ANSWER);
+  expect(errors.filter((e) => e !== "Failed to fetch")).toEqual([]);
+});
+
+// A fetch that hangs holds the answer back a few seconds, not until the browser gives up.
+test("a renderer fetch that hangs does not hold the answer back", async ({ page }) => {
+  await page.route(/split_markdown\.wasm$/, () => {
+    // Never answered.
+  });
+  const errors = collectErrors(page);
+  await openChat(page);
+  await ask(page, "渲染器卡住 [[fake:deepseek]]");
+  const text = lastAnswer(page).getByTestId("answer-text");
+  await expect(text).toContainText("回答完毕。", { timeout: 10_000 });
+  await expect(text).toContainText("```rust");
+  expect(errors).toEqual([]);
+});
+
 test("reload keeps the conversation; 新对话 starts afresh", async ({ page }) => {
   await openChat(page);
   await ask(page, "刷新测试 [[fake:dashscope]]");

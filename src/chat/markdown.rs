@@ -40,7 +40,8 @@
 //!
 //! Markdown becomes HTML only when the view asks (finished blocks, the tail's patches),
 //! never as text arrives: in the browser the renderer is a WASM chunk of its own
-//! ([`on_demand`]), fetched when the first answer is shown, and the view waits for it.
+//! ([`on_demand`]), fetched when the first answer is shown, and the view waits for it (a
+//! few seconds at most: then text, until it comes).
 
 use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag};
 
