@@ -90,6 +90,7 @@ pub async fn run() -> Result<(), StartError> {
     let mut llm = LlmConfig::load()?;
     let store = open_store().await?;
     guard_exposure(addr, &store).await?;
+    store.watch_codes(crate::store::codes::NO_CODES_RECHECK / 2);
     let _demo = start_demo_if_needed(&mut llm)
         .await
         .map_err(StartError::Demo)?;
@@ -166,7 +167,6 @@ pub async fn open_store() -> Result<crate::store::Store, StartError> {
         retention_days,
         ..Maintenance::default()
     });
-    store.watch_codes(crate::store::codes::NO_CODES_RECHECK / 2);
     Ok(store)
 }
 
