@@ -205,7 +205,8 @@ test("a failed fetch of the renderer is tried again; later answers are markdown"
   release();
   await loaded;
 
-  await ask(page, "第二次渲染 [[fake:deepseek]]");
+  // Its chunks come a little apart: all of them after the renderer is in place.
+  await ask(page, "第二次渲染 [[fake:deepseek delay=50]]");
   await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
   const second = lastAnswer(page).getByTestId("answer-text");
   await expect(second.locator("pre code")).toHaveCount(1);
@@ -226,6 +227,34 @@ test("a renderer fetch that hangs does not hold the answer back", async ({ page 
   const text = lastAnswer(page).getByTestId("answer-text");
   await expect(text).toContainText("回答完毕。", { timeout: 10_000 });
   await expect(text).toContainText("```rust");
+  expect(errors).toEqual([]);
+});
+
+// The renderer comes while a long code block streams as text: the block is shown afresh as
+// code, and it ends as code (not in the text frame it began in); as text it kept its lines.
+test("a code block that streams as text becomes code when the renderer comes", async ({ page }) => {
+  let release = () => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  await page.route(/split_markdown\.wasm$/, async (route) => {
+    await released;
+    return route.continue();
+  });
+  const errors = collectErrors(page);
+  await openChat(page);
+  await ask(page, "长代码 [[fake:openai chunks=1500 delay=5 answer=code]]");
+  const text = lastAnswer(page).getByTestId("answer-text");
+  // Past the view's 4 s wait the code streams as text, line by line.
+  await expect(text).toContainText("let v3 = 3;", { timeout: 8_000 });
+  expect(await text.evaluate((el) => (el as HTMLElement).innerText)).toContain("let v3 = 3;\nlet v4 = 4;");
+  await expect(text.locator("pre code")).toHaveCount(0);
+  release();
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 20_000 });
+  const code = text.locator("pre code");
+  await expect(code).toHaveCount(1);
+  const shown = await code.evaluate((el) => (el as HTMLElement).innerText);
+  expect(shown).toContain("let v3 = 3;\nlet v4 = 4;");
+  expect(shown).toContain("let v1499 = 1499;");
+  await expect(text).not.toContainText("```");
   expect(errors).toEqual([]);
 });
 

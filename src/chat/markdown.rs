@@ -85,6 +85,15 @@ pub(crate) fn renderer_ready() -> bool {
     true
 }
 
+/// Whether markdown is rendered as markdown now (in the browser: the chunk has come; until
+/// then [`render`] gives text).
+fn renders_markdown() -> bool {
+    #[cfg(feature = "hydrate")]
+    return on_demand::loaded();
+    #[cfg(not(feature = "hydrate"))]
+    true
+}
+
 /// Waits until markdown can be rendered (in the browser: fetches the renderer's chunk).
 pub(crate) async fn load_renderer() {
     #[cfg(feature = "hydrate")]
@@ -256,6 +265,9 @@ struct Shown {
     /// How many of the block's cuts the view has (a plain cut is made only once the text
     /// after it has come: it may be right where the view's text ends).
     cuts: usize,
+    /// Markdown could be rendered (in the browser: the renderer's chunk had come). When it
+    /// comes, the tail is shown afresh: its frame was text.
+    rendered: bool,
 }
 
 /// A change to the view of the tail.
@@ -452,9 +464,20 @@ impl MarkdownStream {
                 }),
             ) => {
                 // The code block its opening line makes; the code goes in before `</code>`.
+                // Without the renderer, the opening line as text, the code after it in a
+                // paragraph that keeps its line breaks.
                 let shell = render(&self.text[code.line..code.body]);
-                let (before, after) = shell.split_at(shell.rfind("</code>").unwrap_or(shell.len()));
-                html.push_str(before);
+                let after = match shell.rfind("</code>") {
+                    Some(at) => {
+                        html.push_str(&shell[..at]);
+                        &shell[at..]
+                    }
+                    None => {
+                        html.push_str(PIECES);
+                        escape_into(&mut html, &self.text[code.line..code.body]);
+                        "</p>\n"
+                    }
+                };
                 let line = &self.text[self.scan_from..];
                 self.pieces_html(&mut html, code.body, self.scan_from, line);
                 html.push_str(after);
@@ -483,9 +506,11 @@ impl MarkdownStream {
             len: self.text.len(),
             lines: self.scan_from,
             cuts: self.cuts.len(),
+            rendered: renders_markdown(),
         };
         let before = self.shown.replace(now);
-        let same_view = before.filter(|b| b.mode == now.mode && b.block == now.block);
+        let same_view = before
+            .filter(|b| b.mode == now.mode && b.block == now.block && b.rendered == now.rendered);
         match (now.mode, same_view) {
             (_, Some(before)) if before == now => None,
             (Mode::Code, Some(before)) => Some(TailPatch::Grow {
@@ -499,7 +524,11 @@ impl MarkdownStream {
             _ => {
                 let html = self.tail_html();
                 Some(match before {
-                    Some(before) if now.block == before.block && self.ended => {
+                    Some(before)
+                        if now.block == before.block
+                            && before.rendered == now.rendered
+                            && self.ended =>
+                    {
                         self.settle(before, &html)
                     }
                     _ => TailPatch::Html(html),

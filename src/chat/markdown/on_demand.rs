@@ -2,10 +2,12 @@
 //! chunk of its own: a page with no answer on it never fetches it. The chat waits for
 //! [`load`] before it shows an answer's markdown; composing a question starts the fetch.
 //!
-//! A fetch that fails (a network blip) is tried again, after 1, 2, 4 … 30 s, for as long
-//! as the page is open; one that has not come within [`WAIT_MS`] stops holding the view
-//! back. Meanwhile answers show as plain text, whole; what is shown after the chunk came
-//! is markdown again.
+//! A fetch that fails (a network blip) is tried again after 1, 2, 4, 8 and 16 s, and after
+//! that whenever a question is next being written ([`prefetch`]; a chunk gone for good,
+//! e.g. after a redeploy, is not asked for every few seconds for the page's life). A first fetch that
+//! has not come [`WAIT_MS`] after the view began to wait stops holding it back (one that
+//! hangs cannot be cancelled, nor retried: the split loader keeps it). Meanwhile answers
+//! show as plain text, whole; what is shown after the chunk came is markdown again.
 //!
 //! The chunk's function is async (it may have to load first); once loaded it is ready
 //! at its first poll, so [`render`] calls it synchronously.
@@ -30,14 +32,18 @@ enum State {
     /// The first fetch is under way: the view waits.
     Loading,
     Loaded,
-    /// The first fetch failed or is slow: answers show as text while it is tried again.
+    /// The first fetch failed or is slow: answers show as text until the chunk comes.
     Fallback,
 }
 
 thread_local! {
     static STATE: Cell<State> = const { Cell::new(State::Absent) };
+    /// A fetch is under way (or waits to be tried again).
+    static FETCHING: Cell<bool> = const { Cell::new(false) };
     /// Failed fetches so far: the next wait doubles with each.
     static FAILURES: Cell<u32> = const { Cell::new(0) };
+    /// The view's wait for the first fetch has a deadline.
+    static DEADLINE_SET: Cell<bool> = const { Cell::new(false) };
     /// Views waiting in [`load`].
     static WAITING: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
 }
@@ -45,10 +51,8 @@ thread_local! {
 /// How long the view waits for the first fetch before it shows text.
 const WAIT_MS: u64 = 4_000;
 
-/// The wait before fetch `n + 1` after `n` failures: 1, 2, 4, 8, 16, 30, 30 … s.
-fn retry_after_ms(failures: u32) -> u64 {
-    (1_000u64 << failures.saturating_sub(1).min(5)).min(30_000)
-}
+/// Failures after which the fetch is tried again by itself; after more, only when asked.
+const RETRIES_ON_TIMER: u32 = 5;
 
 #[allow(improper_ctypes_definitions)]
 #[wasm_split(
@@ -66,10 +70,22 @@ pub(crate) fn ready() -> bool {
     matches!(STATE.get(), State::Loaded | State::Fallback)
 }
 
-/// Starts the fetch if nobody has, and waits until [`ready`]. Callers that find it
-/// loading wait for the same fetch.
+/// Whether [`render`] renders markdown (else text).
+pub(crate) fn loaded() -> bool {
+    STATE.get() == State::Loaded
+}
+
+/// Starts the fetch if nobody has, and waits until [`ready`], at most [`WAIT_MS`] from
+/// the first wait. Callers that find it loading wait for the same fetch.
 pub(crate) async fn load() {
     prefetch();
+    if STATE.get() == State::Loading && !DEADLINE_SET.replace(true) {
+        platform::after(WAIT_MS, || {
+            if STATE.get() == State::Loading {
+                settle(State::Fallback);
+            }
+        });
+    }
     poll_fn(|cx| {
         if ready() {
             return Poll::Ready(());
@@ -80,30 +96,33 @@ pub(crate) async fn load() {
     .await;
 }
 
-/// Starts fetching the renderer's chunk, if nobody has.
+/// Starts fetching the renderer's chunk, unless it is here or being fetched.
 pub(crate) fn prefetch() {
-    if STATE.get() != State::Absent {
+    if STATE.get() == State::Loaded || FETCHING.replace(true) {
         return;
     }
-    STATE.set(State::Loading);
+    if STATE.get() == State::Absent {
+        STATE.set(State::Loading);
+    }
     leptos::task::spawn_local(fetch());
-    platform::after(WAIT_MS, || {
-        if STATE.get() == State::Loading {
-            settle(State::Fallback);
-        }
-    });
 }
 
-/// One fetch; after a failure, the next one is scheduled. Only one is ever under way.
+/// One fetch. Only one is ever under way ([`FETCHING`]); after a failure the next is
+/// tried after 1, 2, 4, 8, 16 s, then when [`prefetch`] asks.
 async fn fetch() {
     if fetch_renderer().await.is_ok() {
+        FETCHING.set(false);
         settle(State::Loaded);
         return;
     }
     let failures = FAILURES.get() + 1;
     FAILURES.set(failures);
     settle(State::Fallback);
-    platform::after(retry_after_ms(failures), || {
+    if failures > RETRIES_ON_TIMER {
+        FETCHING.set(false);
+        return;
+    }
+    platform::after(1_000 << (failures - 1), || {
         leptos::task::spawn_local(fetch());
     });
 }
