@@ -4,10 +4,11 @@
 //!
 //! A fetch that fails (a network blip) is tried again after 1, 2, 4, 8 and 16 s, and after
 //! that whenever a question is next being written ([`prefetch`]; a chunk gone for good,
-//! e.g. after a redeploy, is not asked for every few seconds for the page's life). A first fetch that
-//! has not come [`WAIT_MS`] after the view began to wait stops holding it back (one that
-//! hangs cannot be cancelled, nor retried: the split loader keeps it). Meanwhile answers
-//! show as plain text, whole; what is shown after the chunk came is markdown again.
+//! e.g. after a redeploy, is not asked for every few seconds for the page's life). A
+//! first fetch that has not come [`WAIT_MS`] after the view began to wait stops holding
+//! it back (one that hangs cannot be cancelled, nor retried: the split loader keeps it).
+//! Meanwhile answers show as plain text, whole; what is shown after the chunk came is
+//! markdown again.
 //!
 //! The chunk's function is async (it may have to load first); once loaded it is ready
 //! at its first poll, so [`render`] calls it synchronously.
@@ -137,7 +138,7 @@ fn settle(state: State) {
 /// `markdown` as safe HTML. Without the chunk (never asked for, or not come), its text
 /// as a paragraph: escaped, never lost.
 pub(super) fn render(markdown: &str) -> String {
-    if STATE.get() == State::Loaded {
+    if loaded() {
         let call = pin!(render_in_chunk(markdown));
         if let Poll::Ready(Ok(html)) = call.poll(&mut Context::from_waker(Waker::noop())) {
             return html;
