@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -34,15 +35,22 @@ impl IdleTimer {
     /// Resolves once `limit` has passed since the last activity. Cancel-safe; `limit` may
     /// change from call to call (a shorter one takes effect at once).
     pub(crate) async fn idle(&mut self, limit: Duration) {
+        std::future::poll_fn(|cx| self.poll_idle(cx, limit)).await;
+    }
+
+    /// [`IdleTimer::idle`] as a poll: reads the clock only when the timer has fired or
+    /// would fire too late, so waiting on it between events costs no clock read.
+    pub(crate) fn poll_idle(&mut self, cx: &mut Context<'_>, limit: Duration) -> Poll<()> {
         loop {
             let due = later(self.last, limit);
+            if !self.timer.is_elapsed() && self.timer.deadline() <= due {
+                ready!(self.timer.as_mut().poll(cx));
+                continue;
+            }
             if due <= Instant::now() {
-                return;
+                return Poll::Ready(());
             }
-            if due < self.timer.deadline() || self.timer.is_elapsed() {
-                self.timer.as_mut().reset(due);
-            }
-            (&mut self.timer).await;
+            self.timer.as_mut().reset(due);
         }
     }
 

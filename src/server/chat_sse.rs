@@ -13,6 +13,8 @@
 //! 4xx JSON body that names the problem before any streaming starts.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -161,34 +163,46 @@ const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// `interval` passes without one, on one timer per response ([`IdleTimer`]: axum's own
 /// keep-alive re-arms its timer on every event).
 fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Bytes> + Send {
-    struct State {
-        reader: Reader,
-        waiting: std::vec::IntoIter<Logged>,
-        quiet: IdleTimer,
-    }
-    let state = State {
+    KeptAlive {
         reader,
         waiting: Vec::new().into_iter(),
         quiet: IdleTimer::new(interval),
-    };
-    futures::stream::unfold(state, move |mut state| async move {
+        interval,
+    }
+}
+
+/// What [`kept_alive`] returns: written out by hand, as a chunk passes through it on
+/// every answer (an `unfold` made a new future, moving its state, for each).
+struct KeptAlive {
+    reader: Reader,
+    waiting: std::vec::IntoIter<Logged>,
+    quiet: IdleTimer,
+    interval: Duration,
+}
+
+impl Stream for KeptAlive {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
         loop {
-            if let Some(frame) = state.waiting.next() {
-                return Some((frame.event(), state));
+            if let Some(frame) = this.waiting.next() {
+                return Poll::Ready(Some(frame.event()));
             }
-            tokio::select! {
-                biased;
-                batch = state.reader.next() => {
-                    state.waiting = batch?.into_iter();
-                    state.quiet.active();
+            match this.reader.poll_next_unpin(cx) {
+                Poll::Ready(Some(batch)) => {
+                    this.waiting = batch.into_iter();
+                    this.quiet.active();
                 }
-                () = state.quiet.idle(interval) => {
-                    state.quiet.active();
-                    return Some((Bytes::from_static(KEEP_ALIVE), state));
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    ready!(this.quiet.poll_idle(cx, this.interval));
+                    this.quiet.active();
+                    return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
                 }
             }
         }
-    })
+    }
 }
 
 fn refused(err: &StreamsError) -> Response {

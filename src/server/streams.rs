@@ -324,6 +324,7 @@ async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>
     let mut unread_since: Option<Instant> = None;
     loop {
         tokio::select! {
+            biased;
             frame = std::future::poll_fn(|_| frames.poll_sent()) => {
                 let mut batch = Vec::new();
                 let mut next = frame;

@@ -1,9 +1,13 @@
 //! Logs in this process's memory (no `REDIS_URL`): one instance.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use super::{first_wanted, lock, LogLimits, Logged, Owner, Reader, StreamsError};
@@ -21,7 +25,7 @@ pub(super) struct Log {
     state: Mutex<State>,
     /// Notified on every append and at the end: wakes the readers. (A `Notify`, not a
     /// `watch`: a watch wakes through eight lists, a lock each, on every frame.)
-    grew: Notify,
+    grew: Arc<Notify>,
     logs: Logs,
     id: String,
 }
@@ -51,7 +55,7 @@ impl Logs {
                 ended: false,
                 readers: 0,
             }),
-            grew: Notify::new(),
+            grew: Arc::default(),
             logs: self.clone(),
             id: id.to_owned(),
         });
@@ -82,12 +86,12 @@ impl Logs {
         if next < lock(&log.state).first {
             return Err(StreamsError::Trimmed);
         }
-        let attached = Attached::new(log);
-        let reader = futures::stream::unfold((attached, next), |(attached, next)| async move {
-            let batch = attached.0.next_batch(next).await?;
-            let next = batch.last().map_or(next, |last| last.index + 1);
-            Some((batch, (attached, next)))
-        });
+        let reader = LogReader {
+            grew: Box::pin(log.grew.clone().notified_owned()),
+            look: true,
+            next,
+            attached: Attached::new(log),
+        };
         Ok(reader.boxed())
     }
 }
@@ -107,25 +111,6 @@ impl Log {
             }
         }
         self.grew.notify_waiters();
-    }
-
-    /// The next frames from index `next` on, once there are any; `None` after the end,
-    /// or if they are no longer kept.
-    async fn next_batch(&self, next: u64) -> Option<Vec<Logged>> {
-        loop {
-            // Registered before looking, so an append in between is not missed.
-            let grew = self.grew.notified();
-            tokio::pin!(grew);
-            grew.as_mut().enable();
-            let (batch, ended) = self.take(next)?;
-            if !batch.is_empty() {
-                return Some(batch);
-            }
-            if ended {
-                return None;
-            }
-            grew.await;
-        }
     }
 
     pub(super) fn is_read(&self) -> bool {
@@ -175,5 +160,48 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         lock(&self.0.state).readers -= 1;
+    }
+}
+
+/// One reader of a log: the frames from `next` on, in batches, then each append as it
+/// comes. Written out by hand: a chunk costs one look at the log (an `unfold` over an
+/// async block looked twice and made a new waiter each time).
+struct LogReader {
+    /// Registered before each look, so an append in between is not missed.
+    grew: Pin<Box<OwnedNotified>>,
+    /// Whether the log may hold more than the reader has seen: at the start, after a
+    /// notification, after a full batch or at the end.
+    look: bool,
+    next: u64,
+    attached: Attached,
+}
+
+impl Stream for LogReader {
+    type Item = Vec<Logged>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<Logged>>> {
+        let this = self.get_mut();
+        loop {
+            if !this.look {
+                if this.grew.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let log = &this.attached.0;
+                this.grew.set(log.grew.clone().notified_owned());
+            }
+            this.grew.as_mut().enable();
+            let Some((batch, ended)) = this.attached.0.take(this.next) else {
+                return Poll::Ready(None);
+            };
+            this.look = ended || batch.len() == READ_BATCH;
+            match batch.last() {
+                Some(last) => {
+                    this.next = last.index + 1;
+                    return Poll::Ready(Some(batch));
+                }
+                None if ended => return Poll::Ready(None),
+                None => {}
+            }
+        }
     }
 }
