@@ -28,6 +28,7 @@ mod shared;
 pub mod tokens;
 mod upstream;
 pub mod wire;
+mod woken;
 
 pub use client::{LlmClient, Shutdown};
 pub use config::LlmConfig;

@@ -22,7 +22,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, FuturesUnordered};
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
 use super::client::{later, millis, LlmClient, RetryWait, Shutdown};
@@ -33,6 +33,7 @@ use super::keys::key_id;
 use super::request::ChatJob;
 use super::tokens;
 use super::wire::{UpstreamEvent, WireUsage};
+use super::woken::WhenWoken;
 use crate::protocol::{Cost, ErrorCode, Frame, Timing, Usage, UsageSource, Yuan};
 
 /// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
@@ -379,9 +380,9 @@ async fn relay_turn(
 /// a poll of an already-registered future.
 struct Stops<'a> {
     tx: &'a FrameTx,
-    /// The one future, in a set of one: a set polls it only after it was woken, so a
-    /// chunk does not cost a poll of four watchers (three of them take a lock to look).
-    outside: FuturesUnordered<Pin<Box<dyn Future<Output = Outside> + Send + 'a>>>,
+    /// The one future, polled only after it was woken, so a chunk does not cost a poll
+    /// of four watchers (three of them take a lock to look).
+    outside: WhenWoken<dyn Future<Output = Outside> + Send + 'a>,
     /// Set once `outside` has resolved: a resolved future is not polled again.
     fired: Option<Outside>,
 }
@@ -427,7 +428,7 @@ impl<'a> Stops<'a> {
         let boxed: Pin<Box<dyn Future<Output = Outside> + Send + 'a>> = Box::pin(outside);
         Stops {
             tx,
-            outside: std::iter::once(boxed).collect(),
+            outside: WhenWoken::new(boxed),
             fired: None,
         }
     }
@@ -439,7 +440,7 @@ impl<'a> Stops<'a> {
         }
         tokio::select! {
             biased;
-            Some(outside) = self.outside.next() => {
+            outside = &mut self.outside => {
                 self.fired = Some(outside);
                 Err(outside.into())
             }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use super::error::LlmError;
 use super::lanes::Lease;
-use super::wire::{parse_data, UpstreamEvent};
+use super::wire::{parse_data_into, UpstreamEvent};
 use crate::sse::parser::{LimitExceeded, Part};
 use crate::sse::Parser;
 
@@ -113,11 +113,8 @@ impl UpstreamStream {
 
     fn absorb(&mut self, bytes: &[u8]) {
         for event in self.parser.feed(bytes) {
-            match parse_data(&event.data) {
-                Ok(events) => self.pending.extend(events),
-                Err(err) => {
-                    tracing::warn!("skipping a malformed upstream event: {err}");
-                }
+            if let Err(err) = parse_data_into(&event.data, &mut self.pending) {
+                tracing::warn!("skipping a malformed upstream event: {err}");
             }
         }
     }

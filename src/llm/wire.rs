@@ -145,34 +145,40 @@ pub struct Malformed {
 
 /// Reads the `data` of one SSE event from a provider.
 pub fn parse_data(data: &str) -> Result<Vec<UpstreamEvent>, Malformed> {
+    let mut events = Vec::new();
+    parse_data_into(data, &mut events)?;
+    Ok(events)
+}
+
+/// [`parse_data`] into `events`, which a stream reader keeps: no list made per event.
+pub fn parse_data_into(
+    data: &str,
+    events: &mut impl Extend<UpstreamEvent>,
+) -> Result<(), Malformed> {
     let data = data.trim();
     if data == "[DONE]" {
-        return Ok(vec![UpstreamEvent::Done]);
+        events.extend([UpstreamEvent::Done]);
+        return Ok(());
     }
     let chunk: Chunk = serde_json::from_str(data).map_err(|err| Malformed {
         reason: err.to_string(),
     })?;
     if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
-        return Ok(vec![UpstreamEvent::Error(error_message(&error))]);
+        events.extend([UpstreamEvent::Error(error_message(&error))]);
+        return Ok(());
     }
-    let mut events = Vec::new();
     for choice in chunk.choices.unwrap_or_default() {
         if let Some(delta) = choice.delta {
-            if let Some(text) = delta.reasoning_content.filter(|t| !t.is_empty()) {
-                events.push(UpstreamEvent::Reasoning(text));
-            }
-            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                events.push(UpstreamEvent::Content(text));
-            }
+            let reasoning = delta.reasoning_content.filter(|t| !t.is_empty());
+            events.extend(reasoning.map(UpstreamEvent::Reasoning));
+            let content = delta.content.filter(|t| !t.is_empty());
+            events.extend(content.map(UpstreamEvent::Content));
         }
-        if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
-            events.push(UpstreamEvent::Finish(reason));
-        }
+        let reason = choice.finish_reason.filter(|r| !r.is_empty());
+        events.extend(reason.map(UpstreamEvent::Finish));
     }
-    if let Some(usage) = chunk.usage {
-        events.push(UpstreamEvent::Usage(usage));
-    }
-    Ok(events)
+    events.extend(chunk.usage.map(UpstreamEvent::Usage));
+    Ok(())
 }
 
 /// The human part of a provider's error object or error body, in any of the shapes

@@ -13,9 +13,9 @@ mod redis;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -273,7 +273,8 @@ struct Polled {
 }
 
 impl Writer {
-    async fn append(&mut self, batch: Vec<Logged>) {
+    /// Writes `batch` and empties it (its room is kept for the next).
+    async fn append(&mut self, batch: &mut Vec<Logged>) {
         match self {
             Writer::Memory(log) => log.append(batch),
             Writer::Redis(writer) => writer.append(batch).await,
@@ -319,14 +320,12 @@ const BATCH: usize = 256;
 /// the relay (`relay_then`): frames are taken as sent, not waited for.
 async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>, idle: Duration) {
     let mut index = 0u64;
-    let mut tick = tokio::time::interval(writer.every(idle));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    let mut tick = Tick::new(writer.every(idle));
     let mut unread_since: Option<Instant> = None;
     loop {
-        tokio::select! {
-            biased;
-            frame = std::future::poll_fn(|_| frames.poll_sent()) => {
-                let mut batch = Vec::new();
+        match std::future::poll_fn(|cx| sent_or_tick(cx, &mut frames, &mut tick)).await {
+            Some(frame) => {
                 let mut next = frame;
                 while let Some(frame) = next {
                     batch.push(logged(index, &frame));
@@ -345,20 +344,27 @@ async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>
                     // panic): readers still get one.
                     batch.push(logged(index, &vanished()));
                 }
-                writer.append(batch).await;
+                writer.append(&mut batch).await;
                 if ended {
                     break;
                 }
             }
-            _ = tick.tick() => {
+            None => {
                 let polled = writer.poll().await;
                 let now = Instant::now();
-                let unread = if polled.read { None } else { Some(*unread_since.get_or_insert(now)) };
+                let unread = if polled.read {
+                    None
+                } else {
+                    Some(*unread_since.get_or_insert(now))
+                };
                 unread_since = unread;
                 let abandoned = unread.is_some_and(|since| now - since >= idle);
                 if (polled.stop || abandoned) && !*stop.borrow() {
                     if abandoned {
-                        tracing::info!(idle_secs = idle.as_secs(), "nobody is reading the answer: stopping it");
+                        tracing::info!(
+                            idle_secs = idle.as_secs(),
+                            "nobody is reading the answer: stopping it"
+                        );
                     }
                     stop.send_replace(true);
                 }
@@ -366,6 +372,55 @@ async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>
         }
     }
     writer.end().await;
+}
+
+/// `Some` with what the relay sent (`Some(None)` once it has ended), or `None` when the
+/// pump's tick is due.
+fn sent_or_tick(
+    cx: &mut Context<'_>,
+    frames: &mut Frames,
+    tick: &mut Tick,
+) -> Poll<Option<Option<Frame>>> {
+    if let Poll::Ready(frame) = frames.poll_sent() {
+        return Poll::Ready(Some(frame));
+    }
+    tick.poll(cx).map(|()| None)
+}
+
+/// The pump's look at its readers every `every`, on one timer polled only when it may
+/// have fired: a task polled once per chunk re-registered an `Interval` on each poll.
+struct Tick {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    every: Duration,
+    /// The timer holds the task's waker (the waker of one task does not change).
+    registered: bool,
+}
+
+impl Tick {
+    fn new(every: Duration) -> Tick {
+        Tick {
+            timer: Box::pin(tokio::time::sleep(every)),
+            every,
+            registered: false,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Pending => {
+                self.registered = true;
+                Poll::Pending
+            }
+            Poll::Ready(()) => {
+                self.timer.as_mut().reset(Instant::now() + self.every);
+                self.registered = false;
+                Poll::Ready(())
+            }
+        }
+    }
 }
 
 fn logged(index: u64, frame: &Frame) -> Logged {

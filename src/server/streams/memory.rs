@@ -100,11 +100,12 @@ impl Logs {
 const READ_BATCH: usize = 512;
 
 impl Log {
-    pub(super) fn append(&self, batch: Vec<Logged>) {
+    /// Takes `batch`'s frames, leaving it empty.
+    pub(super) fn append(&self, batch: &mut Vec<Logged>) {
         {
             let mut state = lock(&self.state);
             state.ended |= batch.last().is_some_and(|f| f.terminal);
-            state.frames.extend(batch);
+            state.frames.extend(batch.drain(..));
             while state.frames.len() > self.logs.limits.max_frames {
                 state.frames.pop_front();
                 state.first += 1;

@@ -293,11 +293,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// One round trip per batch, however many frames it holds.
-    pub(super) async fn append(&mut self, batch: Vec<Logged>) {
+    /// One round trip per batch, however many frames it holds; `batch` is left empty.
+    pub(super) async fn append(&mut self, batch: &mut Vec<Logged>) {
         let key = log_key(&self.id);
         let mut pipe = redis::pipe();
-        for frame in &batch {
+        for frame in batch.iter() {
             pipe.cmd("XADD")
                 .arg(&key)
                 .arg("MAXLEN")
@@ -322,6 +322,7 @@ impl Writer {
                 .arg(keep)
                 .ignore();
         }
+        batch.clear();
         match pipe.exec_async(&mut self.conn).await {
             Ok(()) => self.expiring = true,
             Err(err) if !self.failed => {
