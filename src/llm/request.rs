@@ -59,9 +59,12 @@ fn reject(code: &str, field: Option<String>, message: String) -> Rejection {
     }
 }
 
-/// Parses a JSON body. Roles are checked before the typed parse so that an unknown role
-/// is reported as such, with its position.
+/// Parses a JSON body. One that does not parse as a request is read again as JSON to
+/// name its problem: missing messages, an unknown role with its position, or the rest.
 pub fn parse_body(bytes: &[u8]) -> Result<ChatRequest, Rejection> {
+    if let Ok(request) = serde_json::from_slice(bytes) {
+        return Ok(request);
+    }
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|err| {
         reject(
             "invalid_json",
