@@ -12,11 +12,9 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc::error::{SendTimeoutError, TryRecvError, TrySendError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -28,6 +26,7 @@ use futures::{FutureExt, StreamExt};
 use super::client::{later, millis, LlmClient, RetryWait, Shutdown};
 use super::cost::Price;
 use super::error::LlmError;
+use super::frames::{FrameTx, Frames, Refused, SendFailed};
 use super::idle::IdleTimer;
 use super::keys::key_id;
 use super::request::ChatJob;
@@ -38,41 +37,6 @@ use crate::protocol::{Cost, ErrorCode, Frame, Timing, Usage, UsageSource, Yuan};
 
 /// A stream of protocol frames: `start`, …, then exactly one `done` or `error`.
 pub type FrameStream = BoxStream<'static, Frame>;
-
-/// The relay's end of its frame channel. Frames travel boxed: a channel allocates its
-/// slots 32 at a time, and 32 boxes take 256 bytes where 32 frames took 5 KiB per chat.
-/// **Rule:** only the relay future sends, while it is being polled; it stays in that
-/// future (never moved to another task), because the log's pump, polled right after the
-/// relay in the same task, takes frames without being woken ([`Frames::poll_sent`]).
-pub(crate) type FrameTx = mpsc::Sender<Box<Frame>>;
-
-/// The reading end of a chat's frames.
-pub struct Frames(mpsc::Receiver<Box<Frame>>);
-
-impl Frames {
-    /// A frame channel: the relay's end and the reader's.
-    pub(crate) fn channel() -> (FrameTx, Frames) {
-        let (tx, rx) = mpsc::channel(64);
-        (tx, Frames(rx))
-    }
-
-    /// The next frame, once it is sent; `None` after the last.
-    pub async fn next(&mut self) -> Option<Frame> {
-        self.0.recv().await.map(|frame| *frame)
-    }
-
-    /// A frame sent already, or `Pending` without asking to be woken: for a reader that
-    /// polls in the relay's own task, right after the relay (`server::streams`), where
-    /// waking for each frame would make the task poll itself again per chunk.
-    /// `Ready(None)` once the relay has ended and every frame was taken.
-    pub fn poll_sent(&mut self) -> Poll<Option<Frame>> {
-        match self.0.try_recv() {
-            Ok(frame) => Poll::Ready(Some(*frame)),
-            Err(TryRecvError::Empty) => Poll::Pending,
-            Err(TryRecvError::Disconnected) => Poll::Ready(None),
-        }
-    }
-}
 
 /// What one chat cost and how it ended: sent once, when it ends, for the ledger and the
 /// budget. The same numbers as the terminal frame (or, for a browser that went away, as
@@ -206,7 +170,7 @@ async fn relay(client: Arc<LlmClient>, job: ChatJob, tx: FrameTx, mut control: C
         provider: job.provider.clone(),
         model: job.model.id.clone(),
     };
-    if tx.send(Box::new(start)).await.is_err() {
+    if tx.send(start).await.is_err() {
         return session.cancelled();
     }
     match drive(&client, &job, &mut session, &tx, &mut control).await {
@@ -452,18 +416,18 @@ impl<'a> Stops<'a> {
 /// Sends a frame to the browser; one that has read nothing for `stall` is dropped. A
 /// channel with room (the usual case) takes the frame without a timer.
 async fn deliver(tx: &FrameTx, frame: Frame, stall: Duration) -> Result<(), End> {
-    let frame = match tx.try_send(Box::new(frame)) {
+    let frame = match tx.try_send(frame) {
         Ok(()) => return Ok(()),
-        Err(TrySendError::Closed(_)) => return Err(End::ClientGone),
-        Err(TrySendError::Full(frame)) => frame,
+        Err(Refused::ReaderGone) => return Err(End::ClientGone),
+        Err(Refused::Full(frame)) => frame,
     };
     match tx.send_timeout(frame, stall).await {
         Ok(()) => Ok(()),
-        Err(SendTimeoutError::Timeout(_)) => {
+        Err(SendFailed::Timeout) => {
             tracing::info!("client stopped reading: dropping it");
             Err(End::ClientGone)
         }
-        Err(SendTimeoutError::Closed(_)) => Err(End::ClientGone),
+        Err(SendFailed::ReaderGone) => Err(End::ClientGone),
     }
 }
 
@@ -728,7 +692,7 @@ impl Session {
             cost,
             timing: self.timing(),
         };
-        let _ = tx.send(Box::new(frame)).await;
+        let _ = tx.send(frame).await;
         report
     }
 
@@ -771,7 +735,7 @@ impl Session {
             usage,
             cost,
         };
-        let _ = tx.send(Box::new(frame)).await;
+        let _ = tx.send(frame).await;
         report
     }
 
@@ -876,12 +840,12 @@ fn usage_source(usage: &Usage) -> &'static str {
 
 /// Tells the browser how long we wait before the next attempt (the real wait).
 fn announce_retry(tx: &FrameTx, wait: RetryWait) {
-    let _ = tx.try_send(Box::new(Frame::Retry {
+    let _ = tx.try_send(Frame::Retry {
         attempt: wait.attempt,
         max_retries: wait.max_retries,
         wait_ms: millis(wait.wait),
         reason: wait.reason,
-    }));
+    });
 }
 
 /// Resolves once `flag` (shutdown, stop) is `true`; never, if it cannot be any more.

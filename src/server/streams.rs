@@ -476,7 +476,7 @@ mod tests {
         let relay = async move {
             let mut rx = pin!(rx);
             while let Some(frame) = rx.next().await {
-                if tx.send(Box::new(frame)).await.is_err() {
+                if tx.send(frame).await.is_err() {
                     break;
                 }
             }
@@ -565,7 +565,7 @@ mod tests {
         let (tx, frames) = Frames::channel();
         let (stop, _) = watch::channel(false);
         let relay = async move {
-            tx.send(Box::new(chunk(0))).await.unwrap();
+            tx.send(chunk(0)).await.unwrap();
             tokio::task::yield_now().await;
             panic!("a bug in the relay");
         };
