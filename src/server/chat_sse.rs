@@ -164,7 +164,7 @@ const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// keep-alive re-arms its timer on every event).
 fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Bytes> + Send {
     KeptAlive {
-        reader,
+        reader: reader.fuse(),
         waiting: Vec::new().into_iter(),
         quiet: IdleTimer::new(interval),
         interval,
@@ -174,7 +174,8 @@ fn kept_alive(reader: Reader, interval: Duration) -> impl Stream<Item = Bytes> +
 /// What [`kept_alive`] returns: written out by hand, as a chunk passes through it on
 /// every answer (an `unfold` made a new future, moving its state, for each).
 struct KeptAlive {
-    reader: Reader,
+    /// Fused: a body may be polled again after its end.
+    reader: futures::stream::Fuse<Reader>,
     waiting: std::vec::IntoIter<Logged>,
     quiet: IdleTimer,
     interval: Duration,
