@@ -296,6 +296,39 @@ test("multi-turn context, regenerate, and edit-and-resend", async ({ page, reque
   expect((await savedMessages(page)).map((m) => m.role)).toEqual(["user", "assistant"]);
 });
 
+test("a later long answer is followed to its end; an upward wheel stops that at once", async ({ page }) => {
+  await page.setViewportSize({ width: 375, height: 600 });
+  await openChat(page);
+  // A first answer, so the markdown renderer has come (its arrival re-renders the text).
+  await ask(page, "预热 [[fake:deepseek]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  // On this narrow page one patch of a fast stream can add more than the follow's margin
+  // below the view: the page is followed still, to the end.
+  await ask(page, "跟随测试三 [[fake:openai chunks=400 delay=5]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  await expect
+    .poll(() => page.evaluate(() => window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 130))
+    .toBe(true);
+
+  await ask(page, "跟随测试四 [[fake:openai chunks=400 delay=5]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "streaming");
+  await expect.poll(() => answerLength(page)).toBeGreaterThan(200);
+  // A wheel event that scrolls nothing: as a reader's wheel whose scroll has not landed
+  // yet (smooth scrolling, a busy machine), when a follow scroll would cancel it.
+  const at = await page.evaluate(() => {
+    window.dispatchEvent(new WheelEvent("wheel", { deltaY: -120 }));
+    return window.scrollY;
+  });
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  await page.waitForTimeout(600); // longer than any follow wait
+  const after = await page.evaluate(() => ({
+    y: window.scrollY,
+    below: document.documentElement.scrollHeight - (window.scrollY + window.innerHeight),
+  }));
+  expect(Math.abs(after.y - at)).toBeLessThan(40);
+  expect(after.below).toBeGreaterThan(250);
+});
+
 test("a long answer is followed down the page; a reader who scrolls up is left there", async ({ page }) => {
   await page.setViewportSize({ width: 375, height: 600 });
   await openChat(page);

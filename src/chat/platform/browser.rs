@@ -287,8 +287,8 @@ pub(crate) fn next_frame(f: impl FnOnce() + 'static) {
 
 /// The follow scrolls ([`scroll_to_bottom`]): when the last one was, where it left the
 /// page, whether one waits, how long the next one waits after the last ([`follow_wait`]),
-/// the shortest frame seen (the display's refresh), and when the reader last used
-/// anything that scrolls (wheel, touch, keys, the scrollbar).
+/// the shortest frame seen (the display's refresh), when the reader last used anything
+/// that scrolls (wheel, touch, keys, the scrollbar), and when they last asked to go up.
 #[derive(Clone, Copy)]
 struct Follow {
     last_ms: f64,
@@ -297,6 +297,7 @@ struct Follow {
     every_ms: f64,
     refresh_ms: f64,
     reader_ms: f64,
+    up_ms: f64,
 }
 
 impl Follow {
@@ -304,6 +305,13 @@ impl Follow {
     /// the page also moves up when content above shrinks or the page gets shorter.
     fn reader_scrolled_up(&self, scrolled: f64) -> bool {
         self.reader_ms >= self.last_ms && scrolled < self.at_y - 2.0
+    }
+
+    /// The reader asked to go up (wheel, keys) since the last follow scroll. It counts at
+    /// once: the scroll it starts may land frames later (smoothly, or on a busy machine),
+    /// and a follow scroll meanwhile would cancel it.
+    fn asked_up(&self) -> bool {
+        self.up_ms.is_finite() && self.up_ms >= self.last_ms
     }
 }
 
@@ -316,32 +324,60 @@ thread_local! {
             every_ms: 0.0,
             refresh_ms: f64::INFINITY,
             reader_ms: f64::NEG_INFINITY,
+            up_ms: f64::NEG_INFINITY,
         })
     };
     static WATCHING_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Notes, from the first follow scroll on, when the reader uses anything that scrolls.
+/// Notes, from the first answer's text on, when the reader uses anything that scrolls.
 fn watch_reader() {
     if WATCHING_READER.replace(true) {
         return;
     }
-    fn reader_moved() {
+    /// `up`: the input asks to go up (`Some(true)`), down (`Some(false)`: the page may
+    /// follow again once it is at the end), or says nothing of where.
+    fn reader_moved(up: Option<bool>) {
         let mut follow = FOLLOW.get();
         follow.reader_ms = now_ms();
+        match up {
+            Some(true) => follow.up_ms = follow.reader_ms,
+            Some(false) => follow.up_ms = f64::NEG_INFINITY,
+            None => {}
+        }
         FOLLOW.set(follow);
     }
     use leptos::{ev, prelude::window_event_listener};
     // For the page's life: never removed.
-    let _ = window_event_listener(ev::wheel, |_| reader_moved());
-    let _ = window_event_listener(ev::touchmove, |_| reader_moved());
-    let _ = window_event_listener(ev::keydown, |_| reader_moved());
-    let _ = window_event_listener(ev::mousedown, |_| reader_moved());
+    let _ = window_event_listener(ev::wheel, |e| {
+        let dy = e.delta_y();
+        reader_moved((dy != 0.0).then_some(dy < 0.0));
+    });
+    let _ = window_event_listener(ev::touchmove, |_| reader_moved(None));
+    let _ = window_event_listener(ev::keydown, |e| reader_moved(key_direction(&e)));
+    let _ = window_event_listener(ev::mousedown, |_| reader_moved(None));
 }
 
-/// True when the page is at (near) its end, or a follow scroll is on its way and the
-/// reader has not scrolled up since the last one: new text should keep it there.
+/// Where a key scrolls the page, if it does: not while typing in a field.
+fn key_direction(e: &web_sys::KeyboardEvent) -> Option<bool> {
+    let typing = e
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        .is_some_and(|el| matches!(el.tag_name().as_str(), "TEXTAREA" | "INPUT" | "SELECT"));
+    match e.key().as_str() {
+        _ if typing => None,
+        "ArrowUp" | "PageUp" | "Home" => Some(true),
+        " " if e.shift_key() => Some(true),
+        "ArrowDown" | "PageDown" | "End" | " " => Some(false),
+        _ => None,
+    }
+}
+
+/// True when the page is at (near) its end, or where the last follow scroll left it, or
+/// a follow scroll is on its way and the reader has not scrolled up since the last one
+/// (nor asked to): new text should keep it there.
 pub(crate) fn near_bottom() -> bool {
+    watch_reader();
     let Some(window) = web_sys::window() else {
         return false;
     };
@@ -354,9 +390,20 @@ pub(crate) fn near_bottom() -> bool {
         .and_then(|h| h.as_f64())
         .unwrap_or(0.0);
     let scrolled = window.scroll_y().unwrap_or(0.0);
-    let follow = FOLLOW.get();
-    (follow.pending && !follow.reader_scrolled_up(scrolled))
-        || scrolled + viewport >= f64::from(root.scroll_height()) - 120.0
+    let mut follow = FOLLOW.get();
+    let at_end = scrolled + viewport >= f64::from(root.scroll_height()) - 120.0;
+    if follow.asked_up() {
+        // Until a later input (the scrollbar, a key) takes the reader back to the end.
+        if !(at_end && follow.reader_ms > follow.up_ms) {
+            return false;
+        }
+        follow.up_ms = f64::NEG_INFINITY;
+        FOLLOW.set(follow);
+    }
+    // Still where the last follow scroll left it (a patch may add more than the margin
+    // below), or a follow scroll is on its way, or at the end.
+    let left_there = follow.last_ms.is_finite() && scrolled >= follow.at_y - 2.0;
+    left_there || (follow.pending && !follow.reader_scrolled_up(scrolled)) || at_end
 }
 
 /// Scrolls to the end of the page once the pending DOM update has landed, and no sooner
@@ -380,6 +427,15 @@ pub(crate) fn scroll_to_bottom() {
             };
             let follow = FOLLOW.get();
             // Scrolled up while the scroll waited: the reader is reading; let them.
+            if follow.asked_up() {
+                // The reader's own scroll is on its way: the follow waits for the next
+                // text, and leaves the page alone.
+                FOLLOW.set(Follow {
+                    pending: false,
+                    ..follow
+                });
+                return;
+            }
             let moved_up = throttled && follow.reader_scrolled_up(window.scroll_y().unwrap_or(0.0));
             if !moved_up {
                 let height = window
