@@ -106,35 +106,49 @@ impl FrameTx {
     /// Queues `frame` if there is room; gives it back if there is none.
     #[allow(clippy::result_large_err, reason = "the frame goes back to its sender")]
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), Refused> {
-        let state = self.0.lock();
-        if state.reader_gone {
-            return Err(Refused::ReaderGone);
-        }
-        if state.queue.len() >= CAPACITY {
-            return Err(Refused::Full(frame));
-        }
-        push(state, frame);
-        Ok(())
+        self.offer(frame, None)
     }
 
     /// Queues `frame` once there is room.
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), SendFailed> {
         let mut frame = Some(frame);
         std::future::poll_fn(|cx| {
-            let mut state = self.0.lock();
-            if state.reader_gone {
-                return Poll::Ready(Err(SendFailed::ReaderGone));
+            let Some(next) = frame.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match self.offer(next, Some(cx)) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(Refused::ReaderGone) => Poll::Ready(Err(SendFailed::ReaderGone)),
+                Err(Refused::Full(next)) => {
+                    frame = Some(next);
+                    Poll::Pending
+                }
             }
-            if state.queue.len() >= CAPACITY {
-                state.room = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            if let Some(frame) = frame.take() {
-                push(state, frame);
-            }
-            Poll::Ready(Ok(()))
         })
         .await
+    }
+
+    /// Queues `frame` and wakes a waiting reader; with `cx`, a full queue wakes it once
+    /// there is room (looked at and registered under one lock, so no room is missed).
+    #[allow(clippy::result_large_err, reason = "the frame goes back to its sender")]
+    fn offer(&self, frame: Frame, cx: Option<&mut Context<'_>>) -> Result<(), Refused> {
+        let mut state = self.0.lock();
+        if state.reader_gone {
+            return Err(Refused::ReaderGone);
+        }
+        if state.queue.len() >= CAPACITY {
+            if let Some(cx) = cx {
+                state.room = Some(cx.waker().clone());
+            }
+            return Err(Refused::Full(frame));
+        }
+        state.queue.push_back(frame);
+        let reader = state.reader.take();
+        drop(state);
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+        Ok(())
     }
 
     /// [`FrameTx::send`], given up after `limit`.
@@ -158,16 +172,6 @@ impl FrameTx {
             state.gone = Some(cx.waker().clone());
             Poll::Pending
         })
-    }
-}
-
-/// Queues `frame` and wakes a waiting reader (outside the lock).
-fn push(mut state: MutexGuard<'_, State>, frame: Frame) {
-    state.queue.push_back(frame);
-    let reader = state.reader.take();
-    drop(state);
-    if let Some(reader) = reader {
-        reader.wake();
     }
 }
 
