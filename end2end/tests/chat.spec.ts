@@ -1,4 +1,4 @@
-import { test, expect, APIRequestContext } from "@playwright/test";
+import { test, expect, APIRequestContext, Page } from "@playwright/test";
 import {
   ANSWER,
   REASONING,
@@ -12,6 +12,25 @@ import {
   openChat,
   savedMessages,
 } from "./fixtures";
+
+/// The page ends up scrolled to the end (within the follow's margin).
+const expectFollowedToTheEnd = (page: Page) =>
+  expect
+    .poll(() => page.evaluate(() => window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 130))
+    .toBe(true);
+
+/// Once the answer is done and any follow wait has passed, the page is still about at
+/// `y` (the browser's scroll anchoring may keep a line in place), far from the end.
+const expectLeftAt = async (page: Page, y: number) => {
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
+  await page.waitForTimeout(600); // longer than any follow wait
+  const after = await page.evaluate(() => ({
+    y: window.scrollY,
+    below: document.documentElement.scrollHeight - (window.scrollY + window.innerHeight),
+  }));
+  expect(Math.abs(after.y - y)).toBeLessThan(40);
+  expect(after.below).toBeGreaterThan(250);
+};
 
 /// How the fake's latest request whose marker has `option` ended (`client_gone`, …).
 const outcomeOf = async (request: APIRequestContext, option: string) =>
@@ -306,9 +325,7 @@ test("a later long answer is followed to its end; an upward wheel stops that at 
   // below the view: the page is followed still, to the end.
   await ask(page, "跟随测试三 [[fake:openai chunks=400 delay=5]]");
   await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
-  await expect
-    .poll(() => page.evaluate(() => window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 130))
-    .toBe(true);
+  await expectFollowedToTheEnd(page);
 
   await ask(page, "跟随测试四 [[fake:openai chunks=400 delay=5]]");
   await expect(lastAnswer(page)).toHaveAttribute("data-status", "streaming");
@@ -319,14 +336,7 @@ test("a later long answer is followed to its end; an upward wheel stops that at 
     window.dispatchEvent(new WheelEvent("wheel", { deltaY: -120 }));
     return window.scrollY;
   });
-  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
-  await page.waitForTimeout(600); // longer than any follow wait
-  const after = await page.evaluate(() => ({
-    y: window.scrollY,
-    below: document.documentElement.scrollHeight - (window.scrollY + window.innerHeight),
-  }));
-  expect(Math.abs(after.y - at)).toBeLessThan(40);
-  expect(after.below).toBeGreaterThan(250);
+  await expectLeftAt(page, at);
 });
 
 test("a long answer is followed down the page; a reader who scrolls up is left there", async ({ page }) => {
@@ -345,9 +355,7 @@ test("a long answer is followed down the page; a reader who scrolls up is left t
   });
   await ask(page, "跟随测试 [[fake:openai chunks=400 delay=5]]");
   await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
-  await expect
-    .poll(() => page.evaluate(() => window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 130))
-    .toBe(true);
+  await expectFollowedToTheEnd(page);
   // Followed while it streamed, in steps (each scroll waits longer while scrolled frames
   // are slow, as in this headless browser), not only at the end.
   const scrolled: number[] = await page.evaluate(() => (window as any).__scrolled);
@@ -365,15 +373,7 @@ test("a long answer is followed down the page; a reader who scrolls up is left t
   await expect.poll(() => page.evaluate(() => window.scrollY)).toBeLessThan(before - 100);
   await page.waitForTimeout(300); // the wheel's scroll settles
   const reading = await page.evaluate(() => window.scrollY);
-  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done", { timeout: 30_000 });
-  await page.waitForTimeout(600); // longer than any follow wait
-  // Where they were (the browser's scroll anchoring may keep a line in place), far from the end.
-  const after = await page.evaluate(() => ({
-    y: window.scrollY,
-    below: document.documentElement.scrollHeight - (window.scrollY + window.innerHeight),
-  }));
-  expect(Math.abs(after.y - reading)).toBeLessThan(40);
-  expect(after.below).toBeGreaterThan(250);
+  await expectLeftAt(page, reading);
 });
 
 // Issue 13: a long plain paragraph (or code block) ends in the pieces it streamed in, so
