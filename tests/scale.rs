@@ -262,17 +262,26 @@ async fn a_stop_reaches_the_answer_from_another_instance(
     eprintln!(
         "scale: a stop sent to instance C ended the answer on A (read on A and B) in {took:?}"
     );
-    let record = fake
-        .records()
-        .into_iter()
-        .rev()
-        .find(|r| r.scenario.contains("chunks=200"))
-        .expect("the fake saw the answer");
-    assert_eq!(
-        record.outcome,
-        Outcome::ClientGone,
-        "the provider was hung up on"
-    );
+    // The readers hear "stopped" as soon as the log ends; the fake notices the hang-up
+    // when its next write fails, a moment later.
+    let waited = Instant::now();
+    loop {
+        let outcome = fake
+            .records()
+            .into_iter()
+            .rev()
+            .find(|r| r.scenario.contains("chunks=200"))
+            .expect("the fake saw the answer")
+            .outcome;
+        if outcome == Outcome::ClientGone {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(3),
+            "the provider was not hung up on: {outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn a_429_on_one_instance_rests_the_key_on_all(
