@@ -297,6 +297,10 @@ pub(crate) struct MarkdownStream {
     /// Where the next scan for a block boundary starts (a line start).
     scan_from: usize,
     fence: Option<Fence>,
+    /// The end of the blank lines last seen outside a fence: the open block ends there
+    /// unless the next line is indented (a list item's paragraph, sub-list or code goes
+    /// on after a blank line).
+    blank_end: Option<usize>,
     /// Where the open block's pieces after the first start (see [`PIECE_BYTES`]).
     cuts: Vec<usize>,
     /// Where the search for the open block's next plain cut goes on.
@@ -345,8 +349,15 @@ impl MarkdownStream {
                     }
                 }
                 Some(_) => {}
+                None if line.trim().is_empty() => self.blank_end = Some(self.scan_from),
                 None => {
-                    if let Some((marker, len, indent)) = fence_opening(line) {
+                    let opening = fence_opening(line);
+                    if let Some(end) = self.blank_end.take() {
+                        if !line.starts_with([' ', '\t']) {
+                            self.commit(end);
+                        }
+                    }
+                    if let Some((marker, len, indent)) = opening {
                         let column0 = (indent == 0).then(|| {
                             self.commit(line_start);
                             OpenCode {
@@ -359,10 +370,17 @@ impl MarkdownStream {
                             len,
                             column0,
                         });
-                    } else if line.trim().is_empty() {
-                        self.commit(self.scan_from);
                     }
                 }
+            }
+        }
+        // The next line's first character tells already whether it goes on the block.
+        if let (Some(end), Some(first)) =
+            (self.blank_end, self.text[self.scan_from..].chars().next())
+        {
+            if !matches!(first, ' ' | '\t' | '\r' | '\n') {
+                self.blank_end = None;
+                self.commit(end);
             }
         }
         if self.mode() != Mode::Code {
@@ -1071,12 +1089,39 @@ mod tests {
         assert_eq!(check_any_split(text), blocks.concat() + &md.tail_html());
     }
 
+    /// A list item's sub-list, paragraphs and code go on after blank lines (as models
+    /// write them): the item stays one block, rendered as when it comes at once.
+    #[test]
+    fn a_list_item_goes_on_after_blank_lines() {
+        let item =
+            "1. 安装\n\n    运行命令：\n\n    ```bash\n    cargo run\n\n    ```\n\n   - 子项\n\n";
+        let text = format!("步骤：\n\n{item}2. 使用\n\n结尾");
+        let html = check_splits(&text, 3, &[1, 2, 7]);
+        let expected = [
+            render("步骤：\n\n"),
+            render(item),
+            render("2. 使用\n\n"),
+            render("结尾"),
+        ];
+        assert_eq!(html, expected.concat());
+        assert!(
+            render(item).contains("<ul>\n<li>子项</li>"),
+            "{}",
+            render(item)
+        );
+        assert!(render(item).contains("<code class=\"language-bash\">cargo run"));
+        // An indented line after a paragraph: code, in the same block as when it comes
+        // at once.
+        let text = "段落\n\n    缩进代码\n\n之后";
+        assert_eq!(check_any_split(text), render(text));
+    }
+
     #[test]
     fn inline_code_is_no_fence_and_markdown_stays_safe_while_open() {
         let mut md = MarkdownStream::new();
         md.push("```a`b```\n\n");
-        assert_eq!(md.take_blocks(), [render("```a`b```\n\n")]);
         md.push("```\n<script>alert(1)</script>\n<img");
+        assert_eq!(md.take_blocks(), [render("```a`b```\n\n")]);
         let html = md.tail_html();
         assert!(
             !html.contains("<script") && !html.contains("<img"),
