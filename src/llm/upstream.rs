@@ -76,6 +76,7 @@ impl UpstreamStream {
                     _ => {}
                 }
             }
+            keep_last_of_each(&mut self.pending);
             scanned = self.pending.len();
             if !self.read_more().await? {
                 let finished = self
@@ -117,5 +118,45 @@ impl UpstreamStream {
                 tracing::warn!("skipping a malformed upstream event: {err}");
             }
         }
+    }
+}
+
+/// Keeps, of events read before any text (usage and finish reasons only: text, `[DONE]`
+/// and errors end the wait), the last of each kind, which is all the relay uses: a
+/// provider repeating them while it thinks must not grow the queue for two minutes.
+fn keep_last_of_each(pending: &mut VecDeque<UpstreamEvent>) {
+    let last = |kind: fn(&UpstreamEvent) -> bool| pending.iter().rposition(kind);
+    let usage = last(|e| matches!(e, UpstreamEvent::Usage(_)));
+    let finish = last(|e| matches!(e, UpstreamEvent::Finish(_)));
+    let mut at = 0;
+    pending.retain(|event| {
+        let keep = event.is_text() || Some(at) == usage || Some(at) == finish;
+        at += 1;
+        keep
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::wire::WireUsage;
+
+    #[test]
+    fn only_the_last_usage_and_finish_wait_for_the_first_text() {
+        let usage = |n| {
+            UpstreamEvent::Usage(WireUsage {
+                prompt_tokens: n,
+                completion_tokens: 0,
+                total_tokens: None,
+            })
+        };
+        let mut pending: VecDeque<_> = (0..10_000).map(usage).collect();
+        pending.push_back(UpstreamEvent::Finish("length".into()));
+        pending.push_back(usage(7));
+        keep_last_of_each(&mut pending);
+        assert_eq!(
+            Vec::from(pending),
+            [UpstreamEvent::Finish("length".into()), usage(7)]
+        );
     }
 }
