@@ -322,7 +322,7 @@ async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>
     let mut index = 0u64;
     let mut batch = Vec::new();
     let mut tick = Tick::new(writer.every(idle));
-    let mut unread_since: Option<Instant> = None;
+    let mut readers = Readers::new(idle);
     loop {
         match std::future::poll_fn(|cx| sent_or_tick(cx, &mut frames, &mut tick)).await {
             Some(frame) => {
@@ -348,30 +348,55 @@ async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>
                 if ended {
                     break;
                 }
-            }
-            None => {
-                let polled = writer.poll().await;
-                let now = Instant::now();
-                let unread = if polled.read {
-                    None
-                } else {
-                    Some(*unread_since.get_or_insert(now))
-                };
-                unread_since = unread;
-                let abandoned = unread.is_some_and(|since| now - since >= idle);
-                if (polled.stop || abandoned) && !*stop.borrow() {
-                    if abandoned {
-                        tracing::info!(
-                            idle_secs = idle.as_secs(),
-                            "nobody is reading the answer: stopping it"
-                        );
-                    }
-                    stop.send_replace(true);
+                // Frames may be waiting after every write (a fast provider, a slow
+                // Redis): the tick is looked at between them too.
+                if std::future::poll_fn(|cx| Poll::Ready(tick.poll(cx).is_ready())).await {
+                    readers.look(&mut writer, stop).await;
                 }
             }
+            None => readers.look(&mut writer, stop).await,
         }
     }
     writer.end().await;
+}
+
+/// What the pump's tick looks at: whether anyone reads the answer, and whether a stop
+/// was asked for elsewhere.
+struct Readers {
+    idle: Duration,
+    unread_since: Option<Instant>,
+}
+
+impl Readers {
+    fn new(idle: Duration) -> Readers {
+        Readers {
+            idle,
+            unread_since: None,
+        }
+    }
+
+    /// Stops the answer when a stop was asked for elsewhere or nobody has read it for
+    /// `idle`.
+    async fn look(&mut self, writer: &mut Writer, stop: &watch::Sender<bool>) {
+        let polled = writer.poll().await;
+        let now = Instant::now();
+        self.unread_since = match polled.read {
+            true => None,
+            false => Some(self.unread_since.unwrap_or(now)),
+        };
+        let abandoned = self
+            .unread_since
+            .is_some_and(|since| now - since >= self.idle);
+        if (polled.stop || abandoned) && !*stop.borrow() {
+            if abandoned {
+                tracing::info!(
+                    idle_secs = self.idle.as_secs(),
+                    "nobody is reading the answer: stopping it"
+                );
+            }
+            stop.send_replace(true);
+        }
+    }
 }
 
 /// `Some` with what the relay sent (`Some(None)` once it has ended), or `None` when the
@@ -409,9 +434,12 @@ impl Tick {
         if self.registered && !self.timer.is_elapsed() {
             return Poll::Pending;
         }
+        // Out of the task's budget, the timer returns `Pending` without holding the
+        // waker (tokio wakes the task to come back): only then is it not registered.
+        let can_register = tokio::task::coop::has_budget_remaining();
         match self.timer.as_mut().poll(cx) {
             Poll::Pending => {
-                self.registered = true;
+                self.registered = can_register;
                 Poll::Pending
             }
             Poll::Ready(()) => {
@@ -470,6 +498,33 @@ mod tests {
         }
     }
 
+    /// A tick first polled when the task's budget is spent (a busy relay in the same
+    /// poll) still fires: the timer held no waker then.
+    #[tokio::test]
+    async fn a_tick_polled_out_of_budget_still_fires() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        for i in 0..1000 {
+            tx.send(i).unwrap();
+        }
+        let mut tick = Tick::new(Duration::from_millis(50));
+        let (received, first) = std::future::poll_fn(|cx| {
+            let mut received = 0;
+            while let Poll::Ready(Some(_)) = rx.poll_recv(cx) {
+                received += 1;
+            }
+            Poll::Ready((received, tick.poll(cx)))
+        })
+        .await;
+        assert!(received < 1000, "the budget was not spent");
+        assert!(first.is_pending());
+        let fired = tokio::time::timeout(
+            Duration::from_secs(2),
+            std::future::poll_fn(|cx| tick.poll(cx)),
+        )
+        .await;
+        assert!(fired.is_ok(), "the 50 ms tick never fired");
+    }
+
     /// A chat whose relay passes on the frames of `rx` (the test sends them).
     fn chat(rx: impl futures::Stream<Item = Frame> + Send + 'static) -> Prepared {
         let (tx, frames) = Frames::channel();
@@ -526,6 +581,67 @@ mod tests {
             r#"{"type":"done","finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"source":"tiktoken"},"cost":{"currency":"CNY","input":"0","output":"0","total":"0"},"timing":{"first_token_ms":1,"total_ms":2}}"#,
         )
         .unwrap()
+    }
+
+    /// Logs in the Redis that `scripts/test.sh` starts (`TEST_REDIS_URL`); `None`
+    /// without one, unless the run requires it.
+    async fn redis_streams() -> Option<Streams> {
+        let Some(url) = std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var("TEST_SCALE_REQUIRED").is_err(),
+                "TEST_SCALE_REQUIRED is set but TEST_REDIS_URL is not"
+            );
+            return None;
+        };
+        let limits = LogLimits {
+            max_frames: 100_000,
+            ..limits()
+        };
+        Some(Streams::redis(&url, limits).await.unwrap())
+    }
+
+    /// A provider whose chunks are always there (a fast model, a burst): each write to
+    /// Redis finds the next frames waiting, and a stop sent to another instance is still
+    /// seen between writes (it was not, until the answer's end).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_from_another_instance_reaches_an_answer_that_never_pauses() {
+        let (Some(here), Some(elsewhere)) = (redis_streams().await, redis_streams().await) else {
+            return;
+        };
+        let id = format!("test-{}", crate::llm::chat_id());
+        let (tx, frames) = Frames::channel();
+        let (stop, stopped) = watch::channel(false);
+        let watching = stopped.clone();
+        let relay = async move {
+            for seq in 0..200_000 {
+                if *watching.borrow() {
+                    break;
+                }
+                if tx.send(chunk(seq)).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.send(done()).await;
+        };
+        let chat = Prepared {
+            relay: relay.boxed(),
+            frames,
+        };
+        here.run(id.clone(), None, chat, stop, None).await.unwrap();
+        let reading = tokio::spawn(collect(here.read(&id, None, None).await.unwrap()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        elsewhere.stop(&id, None).await.unwrap();
+        let mut stopped = stopped;
+        let seen =
+            tokio::time::timeout(Duration::from_secs(3), stopped.wait_for(|stopped| *stopped))
+                .await;
+        assert!(seen.is_ok(), "the stop was not seen in 3 s");
+        let logged = reading.await.unwrap();
+        assert!(logged.len() < 200_000, "{} frames", logged.len());
     }
 
     async fn collect(reader: Reader) -> Vec<u64> {
