@@ -169,7 +169,10 @@ async fn run(
     let aborted = || signal.as_ref().is_some_and(AbortSignal::aborted);
     let request = match target.request(signal.as_ref()) {
         Ok(request) => request,
-        Err(err) => return StreamEnd::Network(err.to_string()),
+        Err(err) => {
+            leptos::logging::warn!("the chat request could not be made: {err}");
+            return StreamEnd::Network("无法发起请求".into());
+        }
     };
     let response = match request.send().await {
         Ok(response) => response,
@@ -219,11 +222,14 @@ async fn run(
     }
 }
 
+/// What the user reads of a broken read: in Chinese; the browser's own words (English,
+/// "network error") go to the console.
 fn describe(err: &JsValue) -> String {
     let message = Reflect::get(err, &JsValue::from_str("message"))
         .ok()
         .and_then(|m| m.as_string());
-    format!("连接中断：{}", message.unwrap_or_else(|| "未知错误".into()))
+    leptos::logging::warn!("the answer's stream broke: {}", message.unwrap_or_default());
+    "连接中断".into()
 }
 
 /// A pending timeout or a running interval; [`Timer::cancel`] ends it, dropping does not.
