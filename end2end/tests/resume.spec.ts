@@ -114,6 +114,37 @@ test("a second tab follows the live answer; stop there stops it in both", async 
   expect(errors).toEqual([]);
 });
 
+test("a tab left open shows another tab's turns, and its own saves keep them", async ({ context }) => {
+  const first = await context.newPage();
+  const errors = collectErrors(first);
+  await openChat(first);
+  const second = await context.newPage();
+  errors.push(...collectErrors(second));
+  await second.goto("/");
+  await hydrated(second);
+  await second.getByTestId("composer").fill("还没发出的问题");
+
+  await ask(first, "第一个标签的问题 [[fake:openai]]");
+  await expect(lastAnswer(first)).toHaveAttribute("data-status", "done");
+  // The second tab shows the turn without a reload, and keeps what is being written.
+  await expect(second.getByTestId("user-message")).toHaveText(/第一个标签的问题/);
+  await expect(lastAnswer(second)).toHaveAttribute("data-status", "done");
+  await expect(second.getByTestId("composer")).toHaveValue("还没发出的问题");
+
+  // A setting moved there saves the conversation with the first tab's turn in it.
+  await second.locator("details.params > summary").click();
+  await second.getByLabel("temperature").fill("0.3");
+  await expect
+    .poll(() => second.evaluate(() => JSON.parse(localStorage.getItem("streamai.chat.v1") ?? "{}").settings?.temperature))
+    .toBe(0.3);
+  expect((await savedMessages(second)).map((m) => m.role)).toEqual(["user", "assistant"]);
+  await first.reload();
+  await hydrated(first);
+  await expect(first.getByTestId("user-message")).toHaveText(/第一个标签的问题/);
+  await expect(lastAnswer(first)).toHaveAttribute("data-status", "done");
+  expect(errors).toEqual([]);
+});
+
 test("leaving the tab mid-answer and coming back follows it to its end", async ({ page }) => {
   const errors = collectErrors(page);
   await openChat(page);

@@ -43,9 +43,14 @@ fn Chat(info: ServerInfo) -> impl IntoView {
     // answer is followed again.
     let pagehide = window_event_listener(leptos::ev::pagehide, move |_| session.leave());
     let pageshow = window_event_listener(leptos::ev::pageshow, move |_| session.rejoin());
+    // Another tab saved: this one shows it, so its own next save keeps the other's turns.
+    let storage = window_event_listener(leptos::ev::storage, move |e| {
+        session.saved_elsewhere(e.key());
+    });
     on_cleanup(move || {
         pagehide.remove();
         pageshow.remove();
+        storage.remove();
         session.leave();
     });
     // A question refused for want of an access code is sent again once one is entered.

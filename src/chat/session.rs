@@ -382,6 +382,20 @@ impl ChatSession {
         self.rejoin();
     }
 
+    /// Another tab saved the conversation (`key` is what it saved under): a tab with
+    /// nothing of its own under way shows what was saved, so that its own next save (a
+    /// setting moved, a question sent) does not bring back the conversation as it was.
+    /// A question being written is kept.
+    pub fn saved_elsewhere(&self, key: Option<String>) {
+        let busy = self.handle.with_value(Option::is_some)
+            || self.resume_timer.with_value(Option::is_some)
+            || self.streaming.get_untracked().is_some()
+            || self.editing.get_untracked().is_some();
+        if key.as_deref() == Some(STORAGE_KEY) && !busy {
+            self.restore();
+        }
+    }
+
     /// Follows the last answer if it is still open with a stream id and nothing reads
     /// it: after a reload, in a second tab, or back from the page cache.
     pub fn rejoin(&self) {
