@@ -315,6 +315,22 @@ test("multi-turn context, regenerate, and edit-and-resend", async ({ page, reque
   expect((await savedMessages(page)).map((m) => m.role)).toEqual(["user", "assistant"]);
 });
 
+test("停止 before the server answers ends the answer in seconds; the next question goes through", async ({ page }) => {
+  await openChat(page);
+  // This question's request is never answered (an overloaded server, a stalled network).
+  await page.route("**/api/chat/stream", () => {});
+  await ask(page, "没有回应 [[fake:openai]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "waiting");
+  await page.getByRole("button", { name: "停止" }).click();
+  await expect(page.getByRole("button", { name: "正在停止…" })).toBeDisabled();
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "stopped", { timeout: 6_000 });
+  await expect(page.getByRole("button", { name: "发送" })).toBeVisible();
+  await page.unroute("**/api/chat/stream");
+  await ask(page, "下一个 [[fake:openai]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "done");
+  await expect(page.getByTestId("answer")).toHaveCount(2);
+});
+
 test("a later long answer is followed to its end; an upward wheel stops that at once", async ({ page }) => {
   await page.setViewportSize({ width: 375, height: 600 });
   await openChat(page);

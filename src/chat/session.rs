@@ -21,6 +21,9 @@ use crate::protocol::{ChatRequest, Frame, Role};
 
 const STORAGE_KEY: &str = "streamai.chat.v1";
 
+/// How long a stop asked before the answer has its stream id waits for it.
+const STOP_WAIT_MS: u64 = 3_000;
+
 /// A `retry` frame as the answer shows it, with a live countdown.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RetryNotice {
@@ -700,7 +703,16 @@ impl ChatSession {
         self.stopping.set(true);
         if answer.stream_id().is_some() {
             self.send_stop(answer);
+            return;
         }
+        // Not started yet: the stop is sent with the id, unless the server does not
+        // answer soon (overloaded, a stalled network): then the fetch is dropped here.
+        let session = *self;
+        platform::after(STOP_WAIT_MS, move || {
+            if session.is_current(answer) && answer.stream_id().is_none() {
+                session.abort(answer);
+            }
+        });
     }
 
     fn send_stop(&self, answer: Msg) {
