@@ -315,6 +315,30 @@ test("multi-turn context, regenerate, and edit-and-resend", async ({ page, reque
   expect((await savedMessages(page)).map((m) => m.role)).toEqual(["user", "assistant"]);
 });
 
+test("a finger dragging the page down mid-answer stops the following at once", async ({ page }) => {
+  await page.setViewportSize({ width: 375, height: 600 });
+  await openChat(page);
+  await ask(page, "触摸 [[fake:openai chunks=400 delay=5]]");
+  await expect(lastAnswer(page)).toHaveAttribute("data-status", "streaming");
+  await expect.poll(() => answerLength(page)).toBeGreaterThan(200);
+  // A touch moving down the screen, as a reader pulling the page up; its scroll has
+  // not landed yet (a follow scroll would cancel it).
+  const at = await page.evaluate(() => {
+    const touch = (y: number) =>
+      new TouchEvent("touchmove", {
+        touches: [new Touch({ identifier: 1, target: document.body, clientX: 180, clientY: y })],
+      });
+    window.dispatchEvent(
+      new TouchEvent("touchstart", {
+        touches: [new Touch({ identifier: 1, target: document.body, clientX: 180, clientY: 200 })],
+      }),
+    );
+    window.dispatchEvent(touch(230));
+    return window.scrollY;
+  });
+  await expectLeftAt(page, at);
+});
+
 test("停止 before the server answers ends the answer in seconds; the next question goes through", async ({ page }) => {
   await openChat(page);
   // This question's request is never answered (an overloaded server, a stalled network).

@@ -334,6 +334,8 @@ thread_local! {
         })
     };
     static WATCHING_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the finger was at the last touch event ([`touch_y`]).
+    static TOUCH_Y: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
 }
 
 /// Notes, from the first answer's text on, when the reader uses anything that scrolls.
@@ -359,9 +361,23 @@ fn watch_reader() {
         let dy = e.delta_y();
         reader_moved((dy != 0.0).then_some(dy < 0.0));
     });
-    let _ = window_event_listener(ev::touchmove, |_| reader_moved(None));
+    let _ = window_event_listener(ev::touchstart, |e| TOUCH_Y.set(touch_y(&e)));
+    let _ = window_event_listener(ev::touchmove, |e| {
+        let now = touch_y(&e);
+        // A finger moving down the screen takes the page up.
+        let up = match (TOUCH_Y.replace(now), now) {
+            (Some(before), Some(now)) if now != before => Some(now > before),
+            _ => None,
+        };
+        reader_moved(up);
+    });
     let _ = window_event_listener(ev::keydown, |e| reader_moved(key_direction(&e)));
     let _ = window_event_listener(ev::mousedown, |_| reader_moved(None));
+}
+
+/// Where the first finger touching the screen is, from the top of the view.
+fn touch_y(e: &web_sys::TouchEvent) -> Option<f64> {
+    e.touches().get(0).map(|touch| f64::from(touch.client_y()))
 }
 
 /// Where a key scrolls the page, if it does: not while typing in a field.
