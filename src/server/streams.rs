@@ -644,6 +644,60 @@ mod tests {
         assert!(logged.len() < 200_000, "{} frames", logged.len());
     }
 
+    /// Redis stalls writes mid-answer, then drops its connections (as while it fails
+    /// over): the frames whose writes were lost are written again once it is back, and a
+    /// reader that resumes gets every one, once, in order, then the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_written_while_redis_stalls_reach_the_reader_whole() {
+        let Some(streams) = redis_streams().await else {
+            return;
+        };
+        let url = std::env::var("TEST_REDIS_URL").unwrap();
+        let mut admin = ::redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let id = format!("test-{}", crate::llm::chat_id());
+        let tx = started(&streams, &id).await;
+        // A reader that resumes after the last frame it got whenever its read ends before
+        // the end, as the browser does.
+        let reading = {
+            let (streams, id) = (streams.clone(), id.clone());
+            tokio::spawn(async move {
+                let mut read: Vec<u64> = Vec::new();
+                while read.last() != Some(&40) {
+                    if let Ok(reader) = streams.read(&id, None, read.last().copied()).await {
+                        read.extend(collect(reader).await);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                read
+            })
+        };
+        for seq in 0..40 {
+            let client = |args: &[&str]| ::redis::cmd("CLIENT").arg(args).clone();
+            if seq == 10 {
+                let pause = client(&["PAUSE", "5000", "WRITE"]);
+                pause.exec_async(&mut admin).await.unwrap();
+            }
+            if seq == 20 {
+                // Writes held since frame 10 are lost with their connection.
+                let kill = client(&["KILL", "TYPE", "normal"]);
+                kill.exec_async(&mut admin).await.unwrap();
+                client(&["UNPAUSE"]).exec_async(&mut admin).await.unwrap();
+            }
+            tx.unbounded_send(chunk(seq)).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tx.unbounded_send(done()).unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(15), reading)
+            .await
+            .expect("the reader got the end")
+            .unwrap();
+        assert_eq!(read, (0..41).collect::<Vec<u64>>());
+    }
+
     async fn collect(reader: Reader) -> Vec<u64> {
         reader
             .flat_map(futures::stream::iter)

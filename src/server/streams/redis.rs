@@ -25,6 +25,8 @@ const BLOCK: Duration = Duration::from_secs(1);
 const READ_MARK: Duration = Duration::from_secs(3);
 /// Frames read at once, at most.
 const READ_BATCH: usize = 512;
+/// How long a write of an answer's frames is tried again before they are given up.
+const APPEND_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub(super) struct Logs {
@@ -293,11 +295,51 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// One round trip per batch, however many frames it holds; `batch` is left empty.
+    /// One round trip per batch, however many frames it holds; `batch` is left empty. A
+    /// failed write (Redis stalled, failing over) is tried again, for up to
+    /// [`APPEND_PATIENCE`], with what it did not write: the readers miss nothing, and the
+    /// answer waits meanwhile.
     pub(super) async fn append(&mut self, batch: &mut Vec<Logged>) {
+        let end = batch.last().filter(|f| f.terminal).map(|f| f.index);
+        let deadline = Instant::now() + APPEND_PATIENCE;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let written = self.pipeline(batch, end).exec_async(&mut self.conn).await;
+            let err = match written {
+                Ok(()) => {
+                    self.expiring = true;
+                    break;
+                }
+                Err(err) => err,
+            };
+            if Instant::now() + wait >= deadline {
+                if !self.failed {
+                    self.failed = true;
+                    tracing::error!(
+                        "writing an answer to Redis failed (readers will miss it): {err}"
+                    );
+                }
+                break;
+            }
+            tracing::warn!("writing an answer to Redis failed, trying again: {err}");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+            // A round trip that failed may still have written (a reply too late).
+            if let Some(last) = self.last_written().await {
+                batch.retain(|f| f.index > last);
+                if batch.is_empty() && end.is_none() && self.expiring {
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+
+    /// The frames of `batch`, then the log's expiry and, with `end`, where it ends.
+    fn pipeline(&self, batch: &[Logged], end: Option<u64>) -> redis::Pipeline {
         let key = log_key(&self.id);
         let mut pipe = redis::pipe();
-        for frame in batch.iter() {
+        for frame in batch {
             pipe.cmd("XADD")
                 .arg(&key)
                 .arg("MAXLEN")
@@ -313,24 +355,30 @@ impl Writer {
         if !self.expiring {
             pipe.cmd("EXPIRE").arg(&key).arg(self.ttl).ignore();
         }
-        if let Some(last) = batch.last().filter(|f| f.terminal) {
+        if let Some(last) = end {
             let keep = secs(self.limits.keep);
             pipe.cmd("SET")
                 .arg(end_key(&self.id))
-                .arg(last.index)
+                .arg(last)
                 .arg("EX")
                 .arg(keep)
                 .ignore();
         }
-        batch.clear();
-        match pipe.exec_async(&mut self.conn).await {
-            Ok(()) => self.expiring = true,
-            Err(err) if !self.failed => {
-                self.failed = true;
-                tracing::error!("writing an answer to Redis failed (readers will miss it): {err}");
-            }
-            Err(_) => {}
-        }
+        pipe
+    }
+
+    /// The index of the last frame in the log, if Redis answers.
+    async fn last_written(&mut self) -> Option<u64> {
+        let last: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
+            .arg(log_key(&self.id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn)
+            .await
+            .ok()?;
+        index_of(&last.first()?.0)
     }
 
     pub(super) async fn poll(&mut self) -> Polled {
