@@ -583,6 +583,9 @@ mod tests {
         .unwrap()
     }
 
+    /// The tests on Redis run one at a time: one drops every connection to it.
+    static ON_REDIS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Logs in the Redis that `scripts/test.sh` starts (`TEST_REDIS_URL`); `None`
     /// without one, unless the run requires it.
     async fn redis_streams() -> Option<Streams> {
@@ -608,6 +611,7 @@ mod tests {
     /// seen between writes (it was not, until the answer's end).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_from_another_instance_reaches_an_answer_that_never_pauses() {
+        let _alone = ON_REDIS.lock().await;
         let (Some(here), Some(elsewhere)) = (redis_streams().await, redis_streams().await) else {
             return;
         };
@@ -649,6 +653,7 @@ mod tests {
     /// reader that resumes gets every one, once, in order, then the end.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn frames_written_while_redis_stalls_reach_the_reader_whole() {
+        let _alone = ON_REDIS.lock().await;
         let Some(streams) = redis_streams().await else {
             return;
         };
