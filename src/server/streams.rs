@@ -348,11 +348,6 @@ async fn pump(mut writer: Writer, mut frames: Frames, stop: &watch::Sender<bool>
                 if ended {
                     break;
                 }
-                // Frames may be waiting after every write (a fast provider, a slow
-                // Redis): the tick is looked at between them too.
-                if std::future::poll_fn(|cx| Poll::Ready(tick.poll(cx).is_ready())).await {
-                    readers.look(&mut writer, stop).await;
-                }
             }
             None => readers.look(&mut writer, stop).await,
         }
@@ -399,17 +394,18 @@ impl Readers {
     }
 }
 
-/// `Some` with what the relay sent (`Some(None)` once it has ended), or `None` when the
-/// pump's tick is due.
+/// `None` when the pump's tick is due, else `Some` with what the relay sent (`Some(None)`
+/// once it has ended). The tick first: frames may be waiting after every write (a fast
+/// provider, a slow Redis), and the readers are still looked at on time.
 fn sent_or_tick(
     cx: &mut Context<'_>,
     frames: &mut Frames,
     tick: &mut Tick,
 ) -> Poll<Option<Option<Frame>>> {
-    if let Poll::Ready(frame) = frames.poll_sent() {
-        return Poll::Ready(Some(frame));
+    if tick.poll(cx).is_ready() {
+        return Poll::Ready(None);
     }
-    tick.poll(cx).map(|()| None)
+    frames.poll_sent().map(Some)
 }
 
 /// The pump's look at its readers every `every`, on one timer polled only when it may
