@@ -390,8 +390,7 @@ impl ChatSession {
     /// setting moved, a question sent) does not bring back the conversation as it was.
     /// A question being written is kept.
     pub fn saved_elsewhere(&self, key: Option<String>) {
-        let busy = self.handle.with_value(Option::is_some)
-            || self.resume_timer.with_value(Option::is_some)
+        let busy = self.reading()
             || self.streaming.get_untracked().is_some()
             || self.editing.get_untracked().is_some();
         if key.as_deref() == Some(STORAGE_KEY) && !busy {
@@ -399,11 +398,15 @@ impl ChatSession {
         }
     }
 
+    /// A stream is read, or a resume of one waits.
+    fn reading(&self) -> bool {
+        self.handle.with_value(Option::is_some) || self.resume_timer.with_value(Option::is_some)
+    }
+
     /// Follows the last answer if it is still open with a stream id and nothing reads
     /// it: after a reload, in a second tab, or back from the page cache.
     pub fn rejoin(&self) {
-        let busy = self.handle.with_value(Option::is_some)
-            || self.resume_timer.with_value(Option::is_some);
+        let busy = self.reading();
         let last = self.messages.with_untracked(|m| m.last().copied());
         let Some(answer) = last.filter(|m| m.data.with_untracked(Message::is_resumable)) else {
             return;
