@@ -324,16 +324,12 @@ test("a finger dragging the page down mid-answer stops the following at once", a
   // A touch moving down the screen, as a reader pulling the page up; its scroll has
   // not landed yet (a follow scroll would cancel it).
   const at = await page.evaluate(() => {
-    const touch = (y: number) =>
-      new TouchEvent("touchmove", {
+    const touch = (type: string, y: number) =>
+      new TouchEvent(type, {
         touches: [new Touch({ identifier: 1, target: document.body, clientX: 180, clientY: y })],
       });
-    window.dispatchEvent(
-      new TouchEvent("touchstart", {
-        touches: [new Touch({ identifier: 1, target: document.body, clientX: 180, clientY: 200 })],
-      }),
-    );
-    window.dispatchEvent(touch(230));
+    window.dispatchEvent(touch("touchstart", 200));
+    window.dispatchEvent(touch("touchmove", 230));
     return window.scrollY;
   });
   await expectLeftAt(page, at);
